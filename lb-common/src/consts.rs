@@ -1,0 +1,72 @@
+//! Every limit and flag of the data path, in one place.
+
+/// Bumped whenever a map's key/value layout or a map's meaning changes; the
+/// agent refuses to adopt pinned maps of another layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// VIPs that can be configured at once, i.e. slots of the ring array.
+pub const MAX_VIPS: u32 = 512;
+/// Backends over all VIPs; a backend id indexes `BACKENDS` and fits a ring lane (u16).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Connection-table entries (LRU). About 100 bytes each in the kernel.
+pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
+
+/// Maglev ring size used when a VIP does not set one (prime, as the paper asks).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Largest ring a VIP may use: every VIP slot reserves this many entries.
+pub const MAX_RING_SIZE: u32 = 65537;
+/// Ring entries packed in one array element. BPF arrays round each value up to
+/// 8 bytes, so one u16 per element would waste 75% of the memory and cost one
+/// syscall per entry to write; 32 lanes make a 64-byte element.
+pub const RING_LANES: u32 = 32;
+/// Array elements one ring occupies.
+pub const RING_CHUNKS: u32 = MAX_RING_SIZE.div_ceil(RING_LANES);
+/// Two buffers per VIP: the agent writes the idle one, then flips `VipMeta::ring_gen`
+/// in a single hash-map update, so a packet never sees a half-written table.
+pub const RING_GENERATIONS: u32 = 2;
+/// Elements of the `RINGS` array (about 134 MB at the limits above).
+pub const RING_MAP_ENTRIES: u32 = MAX_VIPS * RING_GENERATIONS * RING_CHUNKS;
+/// Ring lane value for "no backend" (a VIP with an empty backend set).
+pub const NO_BACKEND: u16 = u16::MAX;
+
+/// Ethernet VLAN tags (802.1Q / 802.1ad) the parser walks through; deeper
+/// stacks are passed to the kernel untouched.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Address families as stored in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// `VipMeta::flags`: forward by rewriting the destination MAC (L2 direct
+/// server return) instead of IP-in-IP encapsulation.
+pub const VIP_F_L2DSR: u32 = 1 << 0;
+
+/// `Backend::state` bit: the backend exists; connection-table entries that
+/// point to it stay valid. Cleared when the backend is removed, so its flows
+/// are re-picked from the ring.
+pub const BACKEND_F_PRESENT: u8 = 1 << 0;
+
+/// TTL / hop limit of the outer header we add.
+pub const ENCAP_TTL: u8 = 64;
+
+/// Names of the maps, as userspace finds them in the object and pins them.
+pub mod maps {
+    pub const VIPS: &str = "VIPS";
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const RINGS: &str = "RINGS";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const CONFIG: &str = "CONFIG";
+    pub const STATS: &str = "STATS";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const DECAP_STATS: &str = "DECAP_STATS";
+}
+
+/// Names of the programs in the object.
+pub mod progs {
+    pub const BALANCER: &str = "lb_balancer";
+    pub const DECAP: &str = "lb_decap";
+    pub const PASS: &str = "lb_pass";
+    pub const DROP: &str = "lb_drop";
+}

@@ -1,0 +1,49 @@
+//! The balancer's maps. Sizes come from `lb_common::consts`; userspace finds
+//! them by these names (`lb_common::maps`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, MAX_BACKENDS,
+    MAX_VIPS, RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta, stats,
+};
+
+/// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU) over one shared table.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+#[map(name = "VIPS")]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Addresses that carry a VIP (value: number of VIPs on it).
+#[map(name = "VIP_ADDRS")]
+pub static VIP_ADDRS: HashMap<VipAddrKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Maglev rings: `RING_GENERATIONS` x `MAX_VIPS` rings of `RING_CHUNKS` chunks.
+#[map(name = "RINGS")]
+pub static RINGS: Array<RingChunk> = Array::with_max_entries(RING_MAP_ENTRIES, 0);
+
+/// The connection table. One table shared by all CPUs rather than one per
+/// CPU: a flow whose packets change RX queue (RSS re-steering, a NIC
+/// reconfigured, an ECMP rehash upstream) still finds its entry, and the
+/// agent reads a single map for status and tracing. Per-CPU LRU lists keep
+/// the LRU bookkeeping free of a global lock.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<FlowKey, ConnEntry> =
+    LruHashMap::with_max_entries(CONNTRACK_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+
+#[map(name = "VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

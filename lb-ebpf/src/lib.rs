@@ -1,0 +1,9 @@
+//! Packet-level building blocks shared by lb's XDP programs: bounds-checked
+//! access, header layouts, parsing and the encapsulation writers. The maps and
+//! program entry points live in the binaries (`main.rs`, `bin/decap.rs`).
+#![no_std]
+
+pub mod bounds;
+pub mod encap;
+pub mod headers;
+pub mod parse;

@@ -1,0 +1,93 @@
+use super::*;
+
+const GOOD: &str = r#"
+[global]
+interface = "eth0"
+nexthop_mac = "02:00:00:00:00:fe"
+tunnel_source_v4 = "198.18.0.2"
+
+[[vip]]
+address = "198.18.100.1"
+port = 80
+protocol = "tcp"
+
+  [[vip.backend]]
+  address = "198.18.0.11"
+  weight = 2
+
+  [[vip.backend]]
+  address = "198.18.0.12"
+
+[[vip]]
+address = "2001:db8:100::1"
+port = 443
+protocol = "tcp"
+forwarding = "l2dsr"
+ring_size = 251
+
+  [[vip.backend]]
+  address = "2001:db8::11"
+  mac = "02:00:00:00:11:01"
+"#;
+
+fn err(text: &str) -> String {
+    Config::from_toml_str(text).unwrap_err().to_string()
+}
+
+#[test]
+fn parses_a_good_file() {
+    let c = Config::from_toml_str(GOOD).unwrap();
+    assert_eq!(c.vips.len(), 2);
+    assert_eq!(c.vips[0].ring_size, DEFAULT_RING_SIZE);
+    assert_eq!(c.vips[0].forwarding, Forwarding::Ipip);
+    assert_eq!(c.vips[0].backends[0].weight, 2);
+    assert_eq!(c.vips[0].backends[1].weight, 1);
+    assert_eq!(c.vips[1].forwarding, Forwarding::L2dsr);
+    assert_eq!(c.vips[1].backends[0].mac, Some(Mac([2, 0, 0, 0, 0x11, 1])));
+    assert_eq!(c.global.xdp_mode, XdpModeSetting::Native);
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let e = err(&GOOD.replace("weight = 2", "wieght = 2"));
+    assert!(e.contains("wieght"), "{e}");
+}
+
+#[test]
+fn ipip_needs_nexthop_and_tunnel_source() {
+    let e = err(&GOOD.replace("nexthop_mac = \"02:00:00:00:00:fe\"\n", ""));
+    assert!(e.starts_with("global.nexthop_mac: required"), "{e}");
+    let e = err(&GOOD.replace("tunnel_source_v4 = \"198.18.0.2\"\n", ""));
+    assert!(e.starts_with("global.tunnel_source_v4: required"), "{e}");
+}
+
+#[test]
+fn l2dsr_needs_backend_macs() {
+    let e = err(&GOOD.replace("  mac = \"02:00:00:00:11:01\"\n", ""));
+    assert_eq!(e, "vip[1].backend[0].mac: required: the VIP uses l2dsr forwarding");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(err(&GOOD.replace("ring_size = 251", "ring_size = 250")).starts_with("vip[1].ring_size:"));
+    assert!(err(&GOOD.replace("ring_size = 251", "ring_size = 65539")).starts_with("vip[1].ring_size:"));
+    assert!(err(&GOOD.replace("port = 443", "port = 0")).starts_with("vip[1].port:"));
+    assert!(err(&GOOD.replace("address = \"2001:db8::11\"", "address = \"198.18.0.13\"")).starts_with("vip[1].backend[0].address:"));
+    assert!(err(&GOOD.replace("address = \"198.18.0.12\"", "address = \"198.18.0.11\"")).contains("listed twice"));
+    assert!(err(&GOOD.replace("weight = 2", "weight = 10001")).starts_with("vip[0].backend[0].weight:"));
+    assert!(err(&GOOD.replace("02:00:00:00:00:fe", "02:00:00:00:fe")).starts_with("global.nexthop_mac:"));
+    assert!(err(&GOOD.replace("protocol = \"tcp\"", "protocol = \"sctp\"")).contains("sctp"));
+}
+
+#[test]
+fn duplicate_vips_are_rejected() {
+    let dup = format!("{GOOD}\n[[vip]]\naddress = \"198.18.100.1\"\nport = 80\nprotocol = \"tcp\"\n");
+    let e = err(&dup);
+    assert_eq!(e, "vip[2]: 198.18.100.1:80/tcp is configured twice");
+}
+
+#[test]
+fn primes() {
+    assert!(is_prime(65537) && is_prime(251) && is_prime(2));
+    assert!(!is_prime(65535) && !is_prime(1) && !is_prime(0));
+}

@@ -1,0 +1,396 @@
+//! The owner of the balancer's kernel state. `apply` turns a validated
+//! configuration into map writes, writing only what changed, in an order
+//! that never lets a packet see a half-written table:
+//! new backends first, then each changed ring into its VIP's idle buffer
+//! followed by one `VIPS` update that flips the live generation, and only
+//! then the removal of backends nothing points to any more.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode},
+};
+use lb_common::{
+    BACKEND_F_PRESENT, Backend, Counters, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
+    RING_LANES, RingChunk, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    consts::{maps, progs},
+    hash::flow_hash,
+    ring_chunk_index, stats,
+    types::{addr_words, words_addr},
+};
+
+use crate::{
+    config::{Config, Forwarding, Mac, XdpModeSetting},
+    maglev,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("no free {what} slot (limit {limit})")]
+    Full { what: &'static str, limit: u32 },
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+impl From<XdpModeSetting> for XdpMode {
+    fn from(m: XdpModeSetting) -> XdpMode {
+        match m {
+            XdpModeSetting::Native => XdpMode::Driver,
+            XdpModeSetting::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// A backend as the data path knows it: one id per (VIP, address, MAC), so
+/// removing a backend from one VIP re-picks that VIP's flows even when the
+/// same host still serves another VIP, and counters are per VIP and backend.
+type BackendIdentity = (VipKey, IpAddr, Option<Mac>);
+
+/// What the maps hold for one VIP.
+#[derive(Clone, Debug)]
+struct AppliedVip {
+    meta: VipMeta,
+    /// Contents of the two ring buffers (empty: never written).
+    rings: [Vec<u16>; 2],
+}
+
+#[derive(Default)]
+struct Applied {
+    config: Option<GlobalConfig>,
+    backends: HashMap<BackendIdentity, u32>,
+    /// Last epoch given out per backend id.
+    epochs: BTreeMap<u32, u32>,
+    vips: HashMap<VipKey, AppliedVip>,
+}
+
+/// What an `apply` changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub rings_swapped: usize,
+    pub ring_chunks_written: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    applied: Applied,
+}
+
+impl Dataplane {
+    /// Loads the balancer object and its program (the verifier runs here);
+    /// nothing is attached yet.
+    pub fn load() -> Result<Dataplane> {
+        let mut ebpf = Ebpf::load(crate::objects::BALANCER)?;
+        let prog: &mut Xdp = program(&mut ebpf, progs::BALANCER)?;
+        prog.load().map_err(|source| DataplaneError::Program { name: progs::BALANCER, source })?;
+        Ok(Dataplane { ebpf, applied: Applied::default() })
+    }
+
+    /// Attaches the balancer to an interface; detached when `self` is dropped.
+    pub fn attach(&mut self, iface: &str, mode: XdpModeSetting) -> Result<()> {
+        let prog: &mut Xdp = program(&mut self.ebpf, progs::BALANCER)?;
+        prog.attach(iface, mode.into()).map_err(|source| DataplaneError::Program { name: progs::BALANCER, source })?;
+        Ok(())
+    }
+
+    /// The balancer program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn balancer(&self) -> &Xdp {
+        self.ebpf.program(progs::BALANCER).and_then(|p| p.try_into().ok()).expect("loaded in Dataplane::load")
+    }
+
+    /// Makes the maps match `cfg`.
+    pub fn apply(&mut self, cfg: &Config) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        self.write_global(cfg)?;
+        let ids = self.add_backends(cfg, &mut report)?;
+        let desired: HashMap<VipKey, &crate::config::Vip> = cfg.vips.iter().map(|v| (v.key(), v)).collect();
+        for vip in &cfg.vips {
+            self.apply_vip(vip, &ids, &mut report)?;
+        }
+        let gone: Vec<VipKey> = self.applied.vips.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        for key in gone {
+            self.remove_vip(key)?;
+            report.vips_removed += 1;
+        }
+        self.remove_unused_backends(&ids, &mut report)?;
+        Ok(report)
+    }
+
+    fn write_global(&mut self, cfg: &Config) -> Result<()> {
+        let g = &cfg.global;
+        let global = GlobalConfig {
+            tunnel_src_v6: g.tunnel_source_v6.map(|a| addr_words(a.into())).unwrap_or_default(),
+            tunnel_src_v4: g.tunnel_source_v4.map(|a| addr_words(a.into())[0]).unwrap_or_default(),
+            nexthop_mac: g.nexthop_mac.map(|m| m.0).unwrap_or_default(),
+            _pad: [0; 2],
+        };
+        if self.applied.config != Some(global) {
+            array::<GlobalConfig>(&mut self.ebpf, maps::CONFIG)?.set(0, global, 0).map_err(map_err(maps::CONFIG))?;
+            self.applied.config = Some(global);
+        }
+        Ok(())
+    }
+
+    /// Gives every backend of `cfg` an id, writing the new ones.
+    fn add_backends(&mut self, cfg: &Config, report: &mut ApplyReport) -> Result<HashMap<BackendIdentity, u32>> {
+        let mut ids = HashMap::new();
+        for (vip, b) in cfg.vips.iter().flat_map(|v| v.backends.iter().map(move |b| (v.key(), b))) {
+            let identity = (vip, b.address, b.mac);
+            if ids.contains_key(&identity) {
+                continue;
+            }
+            let id = match self.applied.backends.get(&identity) {
+                Some(&id) => id,
+                None => {
+                    let in_use: std::collections::HashSet<u32> =
+                        self.applied.backends.values().chain(ids.values()).copied().collect();
+                    let id = (0..MAX_BACKENDS)
+                        .find(|id| !in_use.contains(id))
+                        .ok_or(DataplaneError::Full { what: "backend", limit: MAX_BACKENDS })?;
+                    let epoch = self.applied.epochs.get(&id).map_or(1, |e| e.wrapping_add(1));
+                    let entry = Backend {
+                        addr: addr_words(b.address),
+                        mac: b.mac.map(|m| m.0).unwrap_or_default(),
+                        family: lb_common::types::family_of(b.address),
+                        state: BACKEND_F_PRESENT,
+                        epoch,
+                    };
+                    array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
+                    self.applied.epochs.insert(id, epoch);
+                    self.applied.backends.insert(identity, id);
+                    report.backends_added += 1;
+                    id
+                }
+            };
+            ids.insert(identity, id);
+        }
+        Ok(ids)
+    }
+
+    fn apply_vip(
+        &mut self,
+        vip: &crate::config::Vip,
+        ids: &HashMap<BackendIdentity, u32>,
+        report: &mut ApplyReport,
+    ) -> Result<()> {
+        let key = vip.key();
+        let candidates: Vec<maglev::Candidate> =
+            vip.backends.iter().map(|b| maglev::Candidate { address: b.address, weight: b.weight }).collect();
+        let ring: Vec<u16> = maglev::build(&candidates, vip.ring_size)
+            .into_iter()
+            .map(|e| e.map_or(NO_BACKEND, |i| ids[&(key, vip.backends[i].address, vip.backends[i].mac)] as u16))
+            .collect();
+        let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
+        let (slot, mut state, generation) = match self.applied.vips.get(&key) {
+            Some(old) => {
+                let live = old.meta.ring_gen as usize;
+                if old.rings[live] == ring && old.meta.flags == flags && old.meta.ring_size == vip.ring_size {
+                    return Ok(());
+                }
+                (old.meta.slot, old.clone(), 1 - old.meta.ring_gen)
+            }
+            None => {
+                let slot = self.free_vip_slot()?;
+                let state = AppliedVip { meta: VipMeta::default(), rings: [Vec::new(), Vec::new()] };
+                (slot, state, 0)
+            }
+        };
+        report.ring_chunks_written += self.write_ring(slot, generation, &ring, &state.rings[generation as usize])?;
+        state.rings[generation as usize] = ring;
+        state.meta = VipMeta { slot, ring_size: vip.ring_size, ring_gen: generation, flags };
+        // The single update that makes the new ring live.
+        hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.insert(key, state.meta, 0).map_err(map_err(maps::VIPS))?;
+        if self.applied.vips.insert(key, state).is_none() {
+            report.vips_added += 1;
+            self.sync_vip_addr(vip.address)?;
+        } else {
+            report.rings_swapped += 1;
+        }
+        Ok(())
+    }
+
+    fn free_vip_slot(&self) -> Result<u32> {
+        let used: std::collections::HashSet<u32> = self.applied.vips.values().map(|v| v.meta.slot).collect();
+        (0..MAX_VIPS).find(|s| !used.contains(s)).ok_or(DataplaneError::Full { what: "VIP", limit: MAX_VIPS })
+    }
+
+    /// Writes the chunks of `ring` that differ from what the buffer holds.
+    fn write_ring(&mut self, slot: u32, generation: u32, ring: &[u16], old: &[u16]) -> Result<usize> {
+        let mut rings = array::<RingChunk>(&mut self.ebpf, maps::RINGS)?;
+        let mut written = 0;
+        for (c, lanes) in ring.chunks(RING_LANES as usize).enumerate() {
+            let start = c * RING_LANES as usize;
+            if old.get(start..start + lanes.len()) == Some(lanes) {
+                continue;
+            }
+            let mut chunk = RingChunk::default();
+            chunk.lanes[..lanes.len()].copy_from_slice(lanes);
+            let index = ring_chunk_index(slot, generation, start as u32);
+            rings.set(index, chunk, 0).map_err(map_err(maps::RINGS))?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    fn remove_vip(&mut self, key: VipKey) -> Result<()> {
+        self.applied.vips.remove(&key);
+        match hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(maps::VIPS)(e)),
+        }
+        self.sync_vip_addr(words_addr(key.addr, key.family))
+    }
+
+    /// Sets `VIP_ADDRS[addr]` to the number of VIPs on that address.
+    fn sync_vip_addr(&mut self, addr: IpAddr) -> Result<()> {
+        let key = VipAddrKey::new(addr);
+        let count = self.applied.vips.keys().filter(|k| VipAddrKey { addr: k.addr, family: k.family, _pad: [0; 3] } == key).count();
+        let mut map = hash_map::<VipAddrKey, u32>(&mut self.ebpf, maps::VIP_ADDRS)?;
+        if count == 0 {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err(maps::VIP_ADDRS)(e)),
+            }
+        } else {
+            map.insert(key, count as u32, 0).map_err(map_err(maps::VIP_ADDRS))
+        }
+    }
+
+    /// Marks backends that no VIP lists any more as gone: their connection
+    /// entries are then re-picked by the program.
+    fn remove_unused_backends(&mut self, keep: &HashMap<BackendIdentity, u32>, report: &mut ApplyReport) -> Result<()> {
+        let gone: Vec<(BackendIdentity, u32)> =
+            self.applied.backends.iter().filter(|(k, _)| !keep.contains_key(k)).map(|(k, v)| (*k, *v)).collect();
+        for (identity, id) in gone {
+            let epoch = self.applied.epochs.get(&id).copied().unwrap_or_default();
+            let entry = Backend { epoch, ..Backend::default() };
+            array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
+            self.applied.backends.remove(&identity);
+            report.backends_removed += 1;
+        }
+        Ok(())
+    }
+
+    /// The backend the live maps send a new flow to: the userspace copy of
+    /// the program's hash and ring lookup.
+    pub fn predict_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
+        let key = VipKey { addr: flow.dst, port: flow.dport, proto: flow.proto, family: flow.family };
+        let vips = self.hash_map_ro::<VipKey, VipMeta>(maps::VIPS)?;
+        let meta = match vips.get(&key, 0) {
+            Ok(m) => m,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(map_err(maps::VIPS)(e)),
+        };
+        if meta.ring_size == 0 {
+            return Ok(None);
+        }
+        let entry = flow_hash(flow) % meta.ring_size;
+        let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
+        let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
+        let id = chunk.lanes[(entry % RING_LANES) as usize];
+        if id == NO_BACKEND {
+            return Ok(None);
+        }
+        self.present_backend(id as u32, None)
+    }
+
+    /// The backend of a flow's connection-table entry, if it is still valid.
+    pub fn conntrack_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
+        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
+        match table.get(flow, 0) {
+            Ok(e) => self.present_backend(e.backend, Some(e.epoch)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(maps::CONNTRACK)(e)),
+        }
+    }
+
+    fn present_backend(&self, id: u32, epoch: Option<u32>) -> Result<Option<IpAddr>> {
+        let b = self.array_ro::<Backend>(maps::BACKENDS)?.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
+        let valid = b.state & BACKEND_F_PRESENT != 0 && epoch.is_none_or(|e| e == b.epoch);
+        Ok(valid.then(|| words_addr(b.addr, b.family)))
+    }
+
+    /// `STATS`, summed over CPUs, indexed by `lb_common::stats`.
+    pub fn stats(&self) -> Result<Vec<Counters>> {
+        self.sum_counters(maps::STATS, stats::COUNT)
+    }
+
+    /// Per-VIP counters, indexed by VIP slot.
+    pub fn vip_counters(&self) -> Result<Vec<(VipKey, Counters)>> {
+        let all = self.sum_counters(maps::VIP_STATS, MAX_VIPS)?;
+        Ok(self.applied.vips.iter().map(|(k, v)| (*k, all[v.meta.slot as usize])).collect())
+    }
+
+    /// Per-backend counters of the backends currently configured, per VIP.
+    pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, Counters)>> {
+        let all = self.sum_counters(maps::BACKEND_STATS, MAX_BACKENDS)?;
+        let mut out: Vec<(VipKey, IpAddr, Counters)> =
+            self.applied.backends.iter().map(|((vip, addr, _), id)| (*vip, *addr, all[*id as usize])).collect();
+        out.sort_by_key(|(v, a, _)| (*v, *a));
+        Ok(out)
+    }
+
+    fn sum_counters(&self, name: &'static str, count: u32) -> Result<Vec<Counters>> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let array = PerCpuArray::<&MapData, Counters>::try_from(map).map_err(map_err(name))?;
+        (0..count)
+            .map(|i| {
+                let per_cpu = array.get(&i, 0).map_err(map_err(name))?;
+                Ok(per_cpu.iter().fold(Counters::default(), |acc, c| Counters {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+
+    fn hash_map_ro<K: aya::Pod, V: aya::Pod>(&self, name: &'static str) -> Result<BpfHashMap<&MapData, K, V>> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        BpfHashMap::try_from(map).map_err(map_err(name))
+    }
+
+    fn array_ro<V: aya::Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        Array::try_from(map).map_err(map_err(name))
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::Program { name, source: ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
+}
+
+fn array<'a, V: aya::Pod>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<Array<&'a mut MapData, V>> {
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    Array::try_from(map).map_err(map_err(name))
+}
+
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<BpfHashMap<&'a mut MapData, K, V>> {
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::MissingMap(name))?;
+    BpfHashMap::try_from(map).map_err(map_err(name))
+}

@@ -1,0 +1,8 @@
+//! Test support for lb: packet builders for the BPF_PROG_TEST_RUN fixtures,
+//! and a veth/netns harness (namespaces, topology, traffic) shared by the
+//! end-to-end tests and `lb-demo`.
+
+pub mod netns;
+pub mod packet;
+pub mod topology;
+pub mod traffic;
