@@ -333,19 +333,33 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<OwnedFd> {
 /// are dropped. The program is loaded with raw bpf(2) calls so that this
 /// does not depend on any compiled eBPF object.
 pub fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<XdpLink> {
+    // r0 = XDP_PASS (2); exit
+    let insns = [insn(0xb7, 0, 0, 0, 2), insn(0x95, 0, 0, 0, 0)];
+    attach_xdp_insns(ns, ifname, "lb_pass", &insns)
+}
+
+/// Encodes one eBPF instruction (opcode, dst reg, src reg, offset, imm).
+pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    let o = off.to_le_bytes();
+    let i = imm.to_le_bytes();
+    u64::from_le_bytes([code, (src << 4) | (dst & 0xf), o[0], o[1], i[0], i[1], i[2], i[3]])
+}
+
+/// Loads `insns` as an XDP program named `name` (at most 15 bytes) with
+/// raw bpf(2) calls and attaches it to `ifname` in namespace `ns` in native
+/// mode through a BPF link.
+pub fn attach_xdp_insns(ns: &str, ifname: &str, name: &str, insns: &[u64]) -> Result<XdpLink> {
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_LINK_CREATE: libc::c_long = 28;
     const BPF_PROG_TYPE_XDP: u32 = 6;
     const BPF_XDP: u32 = 37;
     const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-    // r0 = XDP_PASS (2); exit
-    let insns: [u64; 2] = [
-        u64::from_le_bytes([0xb7, 0x00, 0, 0, 2, 0, 0, 0]),
-        u64::from_le_bytes([0x95, 0x00, 0, 0, 0, 0, 0, 0]),
-    ];
+    let insns = insns.to_vec();
+    let name = name.as_bytes()[..name.len().min(15)].to_vec();
     let ifname_owned = ifname.to_string();
     let (prog, link) = in_netns(ns, move || {
         let license = CString::new("GPL").unwrap();
+        let mut log = vec![0u8; 4096];
         let mut attr = [0u64; 16];
         {
             // SAFETY: viewing the u64 array as bytes to fill bpf_attr fields.
@@ -354,10 +368,16 @@ pub fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<XdpLink> {
             b[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
             b[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
             b[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-            b[48..55].copy_from_slice(b"lb_pass");
-            b[68..72].copy_from_slice(&BPF_XDP.to_ne_bytes());
+            b[24..28].copy_from_slice(&1u32.to_ne_bytes()); // log_level
+            b[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+            b[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+            b[48..48 + name.len()].copy_from_slice(&name);
+            b[68..72].copy_from_slice(&BPF_XDP.to_ne_bytes()); // expected_attach_type
         }
-        let prog = bpf(BPF_PROG_LOAD, &mut attr).context("BPF_PROG_LOAD (XDP_PASS)")?;
+        let prog = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+            let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
+            anyhow!("BPF_PROG_LOAD (XDP): {e}; verifier: {}", String::from_utf8_lossy(&log[..end]))
+        })?;
         let cname = CString::new(ifname_owned.clone())?;
         // SAFETY: cname is a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };

@@ -734,4 +734,63 @@ mod tests {
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+
+    /// Checks the XDP_TX path of the topology without the product: a
+    /// hand-written XDP program on lb0 rewrites the destination MAC to
+    /// backend1's and returns XDP_TX (a minimal l2dsr). This needs the
+    /// XDP_PASS program on the lb's switch port and tx checksum offload off
+    /// on the client.
+    #[test]
+    fn xdp_tx_path_without_lb() {
+        if !netns::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let mut topo = Topology::new(no_lb()).unwrap();
+        let c = topo.client().clone();
+        let lb = topo.lb().clone();
+        let b1 = topo.backends()[0].clone();
+        // The program sends every frame to backend1, ARP and ND included,
+        // so the client gets the lb's MAC statically.
+        ip_in(&c.ns, &["neigh", "replace", &lb.v4.to_string(), "lladdr", &lb.mac, "dev", &c.ifname, "nud", "permanent"])
+            .unwrap();
+        ip_in(
+            &c.ns,
+            &["-6", "neigh", "replace", &lb.v6.to_string(), "lladdr", &lb.mac, "dev", &c.ifname, "nud", "permanent"],
+        )
+        .unwrap();
+        let m: Vec<u8> = b1.mac.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+        let insns = [
+            netns::insn(0x61, 2, 1, 0, 0),  // r2 = ctx->data
+            netns::insn(0x61, 3, 1, 4, 0),  // r3 = ctx->data_end
+            netns::insn(0xbf, 4, 2, 0, 0),  // r4 = r2
+            netns::insn(0x07, 4, 0, 0, 6),  // r4 += 6
+            netns::insn(0x2d, 4, 3, 4, 0),  // if r4 > r3 goto pass
+            netns::insn(0x62, 2, 0, 0, i32::from_le_bytes([m[0], m[1], m[2], m[3]])), // dst[0..4]
+            netns::insn(0x6a, 2, 0, 4, i32::from(u16::from_le_bytes([m[4], m[5]]))), // dst[4..6]
+            netns::insn(0xb7, 0, 0, 0, 3),  // r0 = XDP_TX
+            netns::insn(0x95, 0, 0, 0, 0),  // exit
+            netns::insn(0xb7, 0, 0, 0, 2),  // pass: r0 = XDP_PASS
+            netns::insn(0x95, 0, 0, 0, 0),  // exit
+        ];
+        topo.xdp_links.push(netns::attach_xdp_insns(&lb.ns, &lb.ifname, "t_l2fwd", &insns).unwrap());
+        let names = topo.backend_names();
+        for target in [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(VIP_V6.into(), 80)] {
+            let rs = tcp_client(&c.ns, &TcpLoad::new(target, 20)).unwrap();
+            let s = Summary::new(&rs, &names);
+            assert_eq!(s.failures, 0, "{target}: {s}\n{}", topo.diagnostics());
+            assert_eq!(s.per_backend["backend1"], 20, "{target}: {s}");
+        }
+        let rs = udp_client(&c.ns, &UdpLoad::new(SocketAddr::new(VIP_V6.into(), 5353), 5)).unwrap();
+        let s = Summary::new(&rs, &names);
+        assert_eq!((s.failures, s.per_backend["backend1"]), (0, 5), "{s}");
+
+        // Without the XDP_PASS program on the switch port, XDP_TX frames
+        // are dropped: the traffic above really took the XDP path.
+        topo.xdp_links.remove(0);
+        let mut load = TcpLoad::new(SocketAddr::new(VIP_V4.into(), 80), 2);
+        load.op_timeout = Duration::from_millis(500);
+        let s = Summary::new(&tcp_client(&c.ns, &load).unwrap(), &names);
+        assert_eq!(s.failures, 2, "{s}");
+    }
 }

@@ -180,3 +180,23 @@ pub fn shell_quote(word: &OsStr) -> String {
     }
     format!("'{}'", s.replace('\'', r"'\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote(OsStr::new("--target-dir")), "--target-dir");
+        assert_eq!(
+            shell_quote(OsStr::new("-L native=/tmp/x")),
+            "'-L native=/tmp/x'"
+        );
+        assert_eq!(shell_quote(OsStr::new("it's")), r"'it'\''s'");
+        assert_eq!(
+            shell_quote(OsStr::new("-C\x1fdebuginfo=2")),
+            r"$'-C\x1fdebuginfo=2'"
+        );
+    }
+}

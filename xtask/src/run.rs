@@ -23,7 +23,7 @@ fn require_root(what: &str) -> Result<()> {
     if !is_root() {
         bail!(
             "`cargo xtask {what}` must run as root (it attaches XDP programs and \
-             creates network namespaces); run it with sudo, e.g. `sudo -E cargo xtask {what}`"
+             creates network namespaces); run it with sudo, e.g. `sudo -E env \"PATH=$PATH\" cargo xtask {what}`"
         );
     }
     Ok(())
@@ -117,4 +117,23 @@ pub fn build_and_load(
     }
     step("lb stays in the foreground; Ctrl-C detaches it");
     Err(cmd.exec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects_packages;
+    use std::ffi::OsString;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn package_selection() {
+        assert!(!selects_packages(&args(&[])));
+        assert!(!selects_packages(&args(&["maglev", "--", "-p"])));
+        assert!(selects_packages(&args(&["-p", "lb-tests"])));
+        assert!(selects_packages(&args(&["-plb-tests"])));
+        assert!(selects_packages(&args(&["--package=lb-common"])));
+    }
 }

@@ -165,14 +165,18 @@ fn nightly_rustc() -> Cmd {
 // ---------------------------------------------------------------- bpf-linker
 
 fn ensure_bpf_linker(nightly: &Nightly) -> Result<PathBuf> {
-    let candidate = which("bpf-linker").or_else(|| {
-        cargo_home_bin()
-            .map(|d| d.join("bpf-linker"))
-            .filter(|p| p.is_file())
-    });
-    let reason = match &candidate {
-        None => anyhow!("bpf-linker is not installed"),
-        Some(path) => match check_bpf_linker(path, nightly) {
+    // The one on PATH first, then the one `cargo install` manages (it may be
+    // shadowed on PATH; build-ebpf then puts its directory first).
+    let mut candidates: Vec<PathBuf> = which("bpf-linker").into_iter().collect();
+    if let Some(p) = cargo_home_bin().map(|d| d.join("bpf-linker"))
+        && p.is_file()
+        && !candidates.contains(&p)
+    {
+        candidates.push(p);
+    }
+    let mut reasons = Vec::new();
+    for path in &candidates {
+        match check_bpf_linker(path, nightly) {
             Ok(()) => {
                 step(format!(
                     "bpf-linker {BPF_LINKER_VERSION}: ok ({}, uses nightly's libLLVM {})",
@@ -181,11 +185,16 @@ fn ensure_bpf_linker(nightly: &Nightly) -> Result<PathBuf> {
                 ));
                 return Ok(path.clone());
             }
-            Err(e) => e,
-        },
+            Err(e) => reasons.push(format!("{e:#}")),
+        }
+    }
+    let reason = if reasons.is_empty() {
+        "bpf-linker is not installed".to_owned()
+    } else {
+        reasons.join("; ")
     };
     step(format!(
-        "bpf-linker {BPF_LINKER_VERSION}: needs (re)building: {reason:#}"
+        "bpf-linker {BPF_LINKER_VERSION}: needs (re)building: {reason}"
     ));
     step(format!(
         "building bpf-linker {BPF_LINKER_VERSION} against the libLLVM {} of nightly {} \
@@ -237,30 +246,9 @@ fn check_bpf_linker(path: &Path, nightly: &Nightly) -> Result<()> {
         .arg(path)
         .read()
         .with_context(|| format!("cannot list the libraries of {}", path.display()))?;
-    let missing: Vec<&str> = ldd
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.contains("not found"))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "`ldd {}` cannot resolve: {}",
-            path.display(),
-            missing.join(", ")
-        );
-    }
+    let llvm = libllvm_from_ldd(&ldd).with_context(|| format!("`ldd {}`", path.display()))?;
     let lib_dir = nightly.sysroot.join("lib");
     let lib_dir = fs::canonicalize(&lib_dir).unwrap_or(lib_dir);
-    let llvm = ldd
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("libLLVM"))
-        .find_map(|l| l.split_once("=>"))
-        .map(|(_, rest)| rest.split(" (").next().unwrap_or("").trim().to_owned());
-    let Some(llvm) = llvm else {
-        bail!("{} does not link a shared libLLVM", path.display());
-    };
-    let llvm = PathBuf::from(llvm);
     let resolved = fs::canonicalize(&llvm).unwrap_or_else(|_| llvm.clone());
     if !resolved.starts_with(&lib_dir) {
         bail!(
@@ -271,6 +259,25 @@ fn check_bpf_linker(path: &Path, nightly: &Nightly) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// From `ldd` output: the path libLLVM resolves to; an error when some
+/// library is not found or no libLLVM is linked.
+fn libllvm_from_ldd(ldd: &str) -> Result<PathBuf> {
+    let missing: Vec<&str> = ldd
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("not found"))
+        .collect();
+    if !missing.is_empty() {
+        bail!("cannot resolve: {}", missing.join(", "));
+    }
+    ldd.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("libLLVM"))
+        .find_map(|l| l.split_once("=>"))
+        .map(|(_, rest)| PathBuf::from(rest.split(" (").next().unwrap_or("").trim()))
+        .context("no shared libLLVM linked")
 }
 
 /// The real libLLVM shared object of the toolchain, e.g.
@@ -461,4 +468,36 @@ fn ensure_bpffs() -> Result<()> {
         .run()
         .with_context(fix)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nightly_names() {
+        assert!(is_plain_nightly("nightly"));
+        assert!(is_plain_nightly("nightly-x86_64-unknown-linux-gnu"));
+        assert!(!is_plain_nightly(
+            "nightly-2026-05-01-x86_64-unknown-linux-gnu"
+        ));
+        assert!(!is_plain_nightly("stable-x86_64-unknown-linux-gnu"));
+    }
+
+    #[test]
+    fn ldd_output() {
+        let ok = "\tlinux-vdso.so.1 (0x00007f7fc187b000)\n\
+            \tlibLLVM.so.22.1-rust-1.97.0-nightly => /root/.rustup/toolchains/nightly-x86_64-unknown-linux-gnu/lib/libLLVM.so.22.1-rust-1.97.0-nightly (0x00007f7fb6e00000)\n\
+            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f7fb6c1e000)\n";
+        assert_eq!(
+            libllvm_from_ldd(ok).unwrap(),
+            PathBuf::from(
+                "/root/.rustup/toolchains/nightly-x86_64-unknown-linux-gnu/lib/libLLVM.so.22.1-rust-1.97.0-nightly"
+            )
+        );
+        let missing = "\tlibLLVM.so.21.1-rust-1.95.0-nightly => not found\n\tlibc.so.6 => /lib/libc.so.6 (0x1)\n";
+        assert!(libllvm_from_ldd(missing).is_err());
+        let static_llvm = "\tlibc.so.6 => /lib/libc.so.6 (0x1)\n";
+        assert!(libllvm_from_ldd(static_llvm).is_err());
+    }
 }

@@ -91,3 +91,10 @@ fn primes() {
     assert!(is_prime(65537) && is_prime(251) && is_prime(2));
     assert!(!is_prime(65535) && !is_prime(1) && !is_prime(0));
 }
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lb.toml");
+    let c = Config::load(std::path::Path::new(path)).unwrap();
+    assert_eq!(c.vips.len(), 3);
+}
