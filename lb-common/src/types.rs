@@ -101,6 +101,9 @@ pub struct Backend {
     /// Bumped each time the id is given to a new backend, so a connection
     /// entry of the id's previous owner is recognised and re-picked.
     pub epoch: u32,
+    /// Slot of the VIP this entry serves. Unused by the program; lets a
+    /// restarted agent rebuild its view from the pinned maps.
+    pub vip_slot: u32,
 }
 
 /// `CONNTRACK` key: the 5-tuple as seen on the wire.
@@ -186,7 +189,7 @@ const _: () = {
     assert!(core::mem::size_of::<VipKey>() == 20);
     assert!(core::mem::size_of::<VipMeta>() == 16);
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
-    assert!(core::mem::size_of::<Backend>() == 28);
+    assert!(core::mem::size_of::<Backend>() == 32);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<ConnEntry>() == 8);
     assert!(core::mem::size_of::<RingChunk>() == 64);

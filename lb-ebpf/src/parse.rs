@@ -123,6 +123,9 @@ fn parse_ipv4(ctx: &XdpContext, l2: L2) -> Parsed {
     if ihl != 5 {
         return Parsed::AddrOnly { addr, family: FAMILY_V4, reason: stats::DROP_IP_OPTIONS };
     }
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return Parsed::OtherProto;
+    }
     let mut flow = FlowKey { src: [ip.saddr, 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() };
     let l4_room = ip_len - IPV4_HDR_LEN;
     parse_l4(ctx, l2, l2.len + IPV4_HDR_LEN, l4_room, ip.proto, &mut flow, ip_len, ip.tos, frag & IPV4_DF != 0)

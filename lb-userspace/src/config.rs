@@ -5,8 +5,8 @@
 use std::{
     collections::HashSet,
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
     str::FromStr,
 };
 
@@ -57,7 +57,7 @@ impl fmt::Display for Mac {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeSetting {
     /// Driver (native) mode: the fast path.
@@ -67,7 +67,7 @@ pub enum XdpModeSetting {
     Skb,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarding {
     /// IP-in-IP to the backend through the next-hop router.
@@ -77,7 +77,7 @@ pub enum Forwarding {
     L2dsr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -102,6 +102,93 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// What to do with established flows of a backend that fails its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDown {
+    /// Re-pick them to a healthy backend (the client reconnects sooner).
+    #[default]
+    Repick,
+    /// Keep sending them to it (it may still serve them), as a drain does.
+    Keep,
+}
+
+/// What a VIP does when none of its backends is healthy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    /// Ignore health and use every backend not in maintenance, as AWS NLB
+    /// does: a failing health check path should not take the service down.
+    #[default]
+    FailOpen,
+    /// Empty the table: new flows are dropped and counted (`drop_no_backend`).
+    Drop,
+}
+
+/// An operator's state for a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// In service when healthy.
+    #[default]
+    Up,
+    /// No new flows; established flows stay. Checks continue.
+    Drain,
+    /// Out of service: established flows are re-picked, checks paused.
+    Maint,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+}
+
+/// A VIP's health check, as HAProxy defines one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port probed on each backend's own address (default: the VIP's port).
+    pub port: Option<u16>,
+    /// HTTP only: path requested (default "/").
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// HTTP only: status that counts as healthy (default 200).
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a down backend back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_interval() -> u64 {
+    2000
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -113,9 +200,13 @@ pub struct Config {
 pub struct Global {
     pub interface: Option<String>,
     pub xdp_mode: XdpModeSetting,
+    pub forwarding: Forwarding,
     pub nexthop_mac: Option<Mac>,
     pub tunnel_source_v4: Option<Ipv4Addr>,
     pub tunnel_source_v6: Option<Ipv6Addr>,
+    pub control_socket: PathBuf,
+    pub metrics_listen: SocketAddr,
+    pub pin_path: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -125,6 +216,9 @@ pub struct Vip {
     pub protocol: Protocol,
     pub ring_size: u32,
     pub forwarding: Forwarding,
+    pub health_check: Option<HealthCheck>,
+    pub on_down: OnDown,
+    pub all_down: AllDown,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -132,14 +226,45 @@ impl Vip {
     pub fn key(&self) -> VipKey {
         VipKey::new(self.address, self.port, self.protocol.number())
     }
+
+    pub fn id(&self) -> VipId {
+        VipId { address: self.address, port: self.port, protocol: self.protocol }
+    }
 }
 
 impl fmt::Display for Vip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.address {
-            IpAddr::V4(a) => write!(f, "{a}:{}/{}", self.port, self.protocol),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}/{}", self.port, self.protocol),
-        }
+        self.id().fmt(f)
+    }
+}
+
+/// How a VIP is named on the command line and in the API:
+/// `198.18.100.1:80/tcp`, `[2001:db8::1]:443/tcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipId {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for VipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", SocketAddr::new(self.address, self.port), self.protocol)
+    }
+}
+
+impl FromStr for VipId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a VIP like 198.18.100.1:80/tcp or [2001:db8::1]:443/udp");
+        let (addr, proto) = s.rsplit_once('/').ok_or_else(bad)?;
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => return Err(bad()),
+        };
+        let sa: SocketAddr = addr.parse().map_err(|_| bad())?;
+        Ok(VipId { address: sa.ip(), port: sa.port(), protocol })
     }
 }
 
@@ -150,6 +275,7 @@ pub struct BackendConfig {
     /// established ones (a drain).
     pub weight: u32,
     pub mac: Option<Mac>,
+    pub state: AdminState,
 }
 
 /// Largest backend weight.
@@ -161,7 +287,7 @@ pub const MAX_WEIGHT: u32 = 10_000;
 struct RawConfig {
     global: RawGlobal,
     #[serde(default)]
-    vip: Vec<RawVip>,
+    vip: Vec<VipSpec>,
 }
 
 #[derive(Deserialize)]
@@ -175,26 +301,42 @@ struct RawGlobal {
     nexthop_mac: Option<String>,
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
+    control_socket: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    pin_path: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
+/// Default control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lb/lb.sock";
+/// Default metrics and status listener: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9641";
+/// Default bpffs directory; the layout version is appended.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/lb";
+
+/// A VIP as written in the file or sent to the API.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawVip {
-    address: IpAddr,
-    port: u16,
-    protocol: Protocol,
-    ring_size: Option<u32>,
-    forwarding: Option<Forwarding>,
+pub struct VipSpec {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub ring_size: Option<u32>,
+    pub forwarding: Option<Forwarding>,
+    pub health_check: Option<HealthCheck>,
+    pub on_down: Option<OnDown>,
+    pub all_down: Option<AllDown>,
     #[serde(default)]
-    backend: Vec<RawBackend>,
+    pub backend: Vec<BackendSpec>,
 }
 
-#[derive(Deserialize)]
+/// A backend as written in the file or sent to the API.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawBackend {
-    address: IpAddr,
-    weight: Option<u32>,
-    mac: Option<String>,
+pub struct BackendSpec {
+    pub address: IpAddr,
+    pub weight: Option<u32>,
+    pub mac: Option<String>,
+    pub state: Option<AdminState>,
 }
 
 impl Config {
@@ -213,48 +355,115 @@ impl Config {
     pub fn backend_entries(&self) -> usize {
         self.vips.iter().map(|v| v.backends.len()).sum()
     }
+
+    pub fn vip(&self, id: &VipId) -> Option<&Vip> {
+        self.vips.iter().find(|v| v.id() == *id)
+    }
+
+    /// This configuration plus one VIP, validated like the file.
+    pub fn with_vip(&self, spec: VipSpec) -> Result<Config, ConfigError> {
+        let key = format!("vip[{}]", self.vips.len());
+        let vip = validate_vip(&key, spec, self.global.forwarding, &self.global)?;
+        let mut next = self.clone();
+        next.vips.push(vip);
+        next.check_whole()?;
+        Ok(next)
+    }
+
+    /// This configuration with the VIP's backends changed by `edit`, validated.
+    pub fn with_backends(
+        &self,
+        id: &VipId,
+        edit: impl FnOnce(&mut Vec<BackendConfig>) -> Result<(), ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let mut next = self.clone();
+        let (i, vip) = next
+            .vips
+            .iter_mut()
+            .enumerate()
+            .find(|(_, v)| v.id() == *id)
+            .ok_or_else(|| invalid("vip", format!("no VIP {id}")))?;
+        edit(&mut vip.backends)?;
+        check_backends(&format!("vip[{i}]"), vip)?;
+        next.check_whole()?;
+        Ok(next)
+    }
+
+    /// Rules about the configuration as a whole.
+    fn check_whole(&self) -> Result<(), ConfigError> {
+        if self.vips.len() > MAX_VIPS as usize {
+            return Err(invalid("vip", format!("{} VIPs configured, at most {MAX_VIPS}", self.vips.len())));
+        }
+        let mut seen = HashSet::new();
+        for (i, vip) in self.vips.iter().enumerate() {
+            if !seen.insert(vip.key()) {
+                return Err(invalid(format!("vip[{i}]"), format!("{vip} is configured twice")));
+            }
+        }
+        let backends = self.backend_entries();
+        if backends > MAX_BACKENDS as usize {
+            return Err(invalid("vip.backend", format!("{backends} backends over all VIPs, at most {MAX_BACKENDS}")));
+        }
+        Ok(())
+    }
+}
+
+impl BackendSpec {
+    /// The validated backend of a VIP using `forwarding`; `key` names it in errors.
+    pub fn validate(self, key: &str, vip_address: IpAddr, forwarding: Forwarding) -> Result<BackendConfig, ConfigError> {
+        if self.address.is_ipv4() != vip_address.is_ipv4() {
+            return Err(invalid(format!("{key}.address"), format!("{} is not of the VIP's family ({vip_address})", self.address)));
+        }
+        if self.address.is_unspecified() || self.address.is_multicast() || self.address.is_loopback() {
+            return Err(invalid(format!("{key}.address"), format!("{} cannot be a backend", self.address)));
+        }
+        let weight = self.weight.unwrap_or(1);
+        if weight > MAX_WEIGHT {
+            return Err(invalid(format!("{key}.weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
+        }
+        let mac = self.mac.as_deref().map(|s| s.parse::<Mac>().map_err(|e| invalid(format!("{key}.mac"), e))).transpose()?;
+        if forwarding == Forwarding::L2dsr && mac.is_none() {
+            return Err(invalid(format!("{key}.mac"), "required: the VIP uses l2dsr forwarding"));
+        }
+        Ok(BackendConfig { address: self.address, weight, mac, state: self.state.unwrap_or_default() })
+    }
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let g = raw.global;
-    if let Some(iface) = &g.interface {
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-            return Err(invalid("global.interface", format!("{iface:?} is not a valid interface name")));
-        }
+    if let Some(iface) = g.interface.as_ref().filter(|i| i.is_empty() || i.len() > 15 || i.contains(['/', ' '])) {
+        return Err(invalid("global.interface", format!("{iface:?} is not a valid interface name")));
     }
     let nexthop_mac = g
         .nexthop_mac
         .as_deref()
         .map(|s| s.parse::<Mac>().map_err(|e| invalid("global.nexthop_mac", e)))
         .transpose()?;
+    let metrics_listen = g.metrics_listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.parse().unwrap());
     let global = Global {
         interface: g.interface,
         xdp_mode: g.xdp_mode,
+        forwarding: g.forwarding,
         nexthop_mac,
         tunnel_source_v4: g.tunnel_source_v4,
         tunnel_source_v6: g.tunnel_source_v6,
+        control_socket: g.control_socket.unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+        metrics_listen,
+        pin_path: g.pin_path.unwrap_or_else(|| DEFAULT_PIN_PATH.into()),
     };
     if raw.vip.len() > MAX_VIPS as usize {
         return Err(invalid("vip", format!("{} VIPs configured, at most {MAX_VIPS}", raw.vip.len())));
     }
-    let mut seen = HashSet::new();
     let mut vips = Vec::with_capacity(raw.vip.len());
     for (i, v) in raw.vip.into_iter().enumerate() {
-        let vip = validate_vip(&format!("vip[{i}]"), v, g.forwarding, &global)?;
-        if !seen.insert(vip.key()) {
-            return Err(invalid(format!("vip[{i}]"), format!("{vip} is configured twice")));
-        }
-        vips.push(vip);
+        vips.push(validate_vip(&format!("vip[{i}]"), v, global.forwarding, &global)?);
     }
     let config = Config { global, vips };
-    let backends = config.backend_entries();
-    if backends > MAX_BACKENDS as usize {
-        return Err(invalid("vip.backend", format!("{backends} backends over all VIPs, at most {MAX_BACKENDS}")));
-    }
+    config.check_whole()?;
     Ok(config)
 }
 
-fn validate_vip(key: &str, v: RawVip, default_fwd: Forwarding, g: &Global) -> Result<Vip, ConfigError> {
+fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> Result<Vip, ConfigError> {
     if v.port == 0 {
         return Err(invalid(format!("{key}.port"), "must be 1-65535"));
     }
@@ -264,12 +473,6 @@ fn validate_vip(key: &str, v: RawVip, default_fwd: Forwarding, g: &Global) -> Re
     let ring_size = v.ring_size.unwrap_or(DEFAULT_RING_SIZE);
     if !(2..=MAX_RING_SIZE).contains(&ring_size) || !is_prime(ring_size) {
         return Err(invalid(format!("{key}.ring_size"), format!("{ring_size} must be a prime from 2 to {MAX_RING_SIZE}")));
-    }
-    if v.backend.len() > ring_size as usize {
-        return Err(invalid(
-            format!("{key}.ring_size"),
-            format!("{ring_size} is smaller than the {} backends; Maglev needs one entry per backend at least", v.backend.len()),
-        ));
     }
     let forwarding = v.forwarding.unwrap_or(default_fwd);
     if forwarding == Forwarding::Ipip {
@@ -285,30 +488,73 @@ fn validate_vip(key: &str, v: RawVip, default_fwd: Forwarding, g: &Global) -> Re
             return Err(invalid(k, format!("required: {key} is an ipip VIP of that family")));
         }
     }
-    let mut seen = HashSet::new();
-    let mut backends = Vec::with_capacity(v.backend.len());
-    for (j, b) in v.backend.into_iter().enumerate() {
-        let bkey = format!("{key}.backend[{j}]");
-        if b.address.is_ipv4() != v.address.is_ipv4() {
-            return Err(invalid(format!("{bkey}.address"), format!("{} is not of the VIP's family ({})", b.address, v.address)));
-        }
-        if b.address.is_unspecified() || b.address.is_multicast() || b.address.is_loopback() {
-            return Err(invalid(format!("{bkey}.address"), format!("{} cannot be a backend", b.address)));
-        }
-        if !seen.insert(b.address) {
-            return Err(invalid(format!("{bkey}.address"), format!("{} is listed twice", b.address)));
-        }
-        let weight = b.weight.unwrap_or(1);
-        if weight > MAX_WEIGHT {
-            return Err(invalid(format!("{bkey}.weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
-        }
-        let mac = b.mac.as_deref().map(|s| s.parse::<Mac>().map_err(|e| invalid(format!("{bkey}.mac"), e))).transpose()?;
-        if forwarding == Forwarding::L2dsr && mac.is_none() {
-            return Err(invalid(format!("{bkey}.mac"), "required: the VIP uses l2dsr forwarding"));
-        }
-        backends.push(BackendConfig { address: b.address, weight, mac });
+    if let Some(hc) = &v.health_check {
+        check_health(&format!("{key}.health_check"), hc)?;
     }
-    Ok(Vip { address: v.address, port: v.port, protocol: v.protocol, ring_size, forwarding, backends })
+    let backends = v
+        .backend
+        .into_iter()
+        .enumerate()
+        .map(|(j, b)| b.validate(&format!("{key}.backend[{j}]"), v.address, forwarding))
+        .collect::<Result<Vec<_>, _>>()?;
+    let vip = Vip {
+        address: v.address,
+        port: v.port,
+        protocol: v.protocol,
+        ring_size,
+        forwarding,
+        health_check: v.health_check,
+        on_down: v.on_down.unwrap_or_default(),
+        all_down: v.all_down.unwrap_or_default(),
+        backends,
+    };
+    check_backends(key, &vip)?;
+    Ok(vip)
+}
+
+/// Rules about a VIP's backend list as a whole.
+fn check_backends(key: &str, vip: &Vip) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (j, b) in vip.backends.iter().enumerate() {
+        if !seen.insert(b.address) {
+            return Err(invalid(format!("{key}.backend[{j}].address"), format!("{} is listed twice", b.address)));
+        }
+    }
+    if vip.backends.len() > vip.ring_size as usize {
+        return Err(invalid(
+            format!("{key}.ring_size"),
+            format!(
+                "{} is smaller than the {} backends; Maglev needs one entry per backend at least",
+                vip.ring_size,
+                vip.backends.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_health(key: &str, hc: &HealthCheck) -> Result<(), ConfigError> {
+    if hc.port == Some(0) {
+        return Err(invalid(format!("{key}.port"), "must be 1-65535"));
+    }
+    if !(10..=3_600_000).contains(&hc.interval_ms) {
+        return Err(invalid(format!("{key}.interval_ms"), format!("{} must be from 10 to 3600000", hc.interval_ms)));
+    }
+    if hc.timeout_ms == 0 || hc.timeout_ms > hc.interval_ms {
+        return Err(invalid(format!("{key}.timeout_ms"), format!("{} must be from 1 to interval_ms ({})", hc.timeout_ms, hc.interval_ms)));
+    }
+    for (name, v) in [("rise", hc.rise), ("fall", hc.fall)] {
+        if !(1..=100).contains(&v) {
+            return Err(invalid(format!("{key}.{name}"), format!("{v} must be from 1 to 100")));
+        }
+    }
+    if hc.kind == CheckKind::Http && !hc.path.starts_with('/') {
+        return Err(invalid(format!("{key}.path"), format!("{:?} must start with /", hc.path)));
+    }
+    if !(100..=599).contains(&hc.expect_status) {
+        return Err(invalid(format!("{key}.expect_status"), format!("{} is not an HTTP status", hc.expect_status)));
+    }
+    Ok(())
 }
 
 pub fn is_prime(n: u32) -> bool {
@@ -317,7 +563,7 @@ pub fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u32;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;

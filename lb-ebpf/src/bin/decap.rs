@@ -54,7 +54,11 @@ fn decapsulate(ctx: &XdpContext) -> (u32, u32) {
             if ver_ihl != 0x45 || proto != IPPROTO_IPIP {
                 return PASS;
             }
-            if ptr_at::<Ipv4Hdr>(ctx, l2.len + IPV4_HDR_LEN).is_none() {
+            let outer_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
+            if ptr_at::<Ipv4Hdr>(ctx, l2.len + IPV4_HDR_LEN).is_none()
+                || outer_len < 2 * IPV4_HDR_LEN
+                || l2.len + outer_len > frame_len(ctx)
+            {
                 return MALFORMED;
             }
             (IPV4_HDR_LEN, decap::IPIP)
@@ -64,7 +68,11 @@ fn decapsulate(ctx: &XdpContext) -> (u32, u32) {
             if unsafe { (*ip).nexthdr } != IPPROTO_IPV6 {
                 return PASS;
             }
-            if ptr_at::<Ipv6Hdr>(ctx, l2.len + IPV6_HDR_LEN).is_none() {
+            let payload = u16::from_be(unsafe { (*ip).payload_len }) as usize;
+            if ptr_at::<Ipv6Hdr>(ctx, l2.len + IPV6_HDR_LEN).is_none()
+                || payload < IPV6_HDR_LEN
+                || l2.len + IPV6_HDR_LEN + payload > frame_len(ctx)
+            {
                 return MALFORMED;
             }
             (IPV6_HDR_LEN, decap::IP6IP6)

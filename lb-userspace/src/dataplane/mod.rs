@@ -12,17 +12,21 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, Counters, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND,
-    RING_LANES, RingChunk, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    BACKEND_F_PRESENT, Backend, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
+    VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
     consts::{maps, progs},
-    hash::flow_hash,
-    ring_chunk_index, stats,
+    ring_chunk_index,
     types::{addr_words, words_addr},
 };
+
+mod pin;
+mod query;
+
+pub use pin::PinError;
 
 use crate::{
     config::{Config, Forwarding, Mac, XdpModeSetting},
@@ -41,11 +45,13 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("no free {what} slot (limit {limit})")]
     Full { what: &'static str, limit: u32 },
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
-type Result<T> = std::result::Result<T, DataplaneError>;
+pub(crate) type Result<T> = std::result::Result<T, DataplaneError>;
 
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
 }
 
@@ -67,8 +73,11 @@ type BackendIdentity = (VipKey, IpAddr, Option<Mac>);
 #[derive(Clone, Debug)]
 struct AppliedVip {
     meta: VipMeta,
-    /// Contents of the two ring buffers (empty: never written).
+    /// Contents of the two ring buffers (empty: unknown, written in full).
     rings: [Vec<u16>; 2],
+    /// The Maglev input the live ring was built from: skips rebuilding
+    /// unchanged tables (65537 entries each) on every apply.
+    source: Vec<(IpAddr, u32, u32)>,
 }
 
 #[derive(Default)]
@@ -94,6 +103,8 @@ pub struct ApplyReport {
 pub struct Dataplane {
     ebpf: Ebpf,
     applied: Applied,
+    /// Where maps and the link are pinned, for agents that outlive a restart.
+    pins: Option<pin::Pins>,
 }
 
 impl Dataplane {
@@ -103,7 +114,7 @@ impl Dataplane {
         let mut ebpf = Ebpf::load(crate::objects::BALANCER)?;
         let prog: &mut Xdp = program(&mut ebpf, progs::BALANCER)?;
         prog.load().map_err(|source| DataplaneError::Program { name: progs::BALANCER, source })?;
-        Ok(Dataplane { ebpf, applied: Applied::default() })
+        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None })
     }
 
     /// Attaches the balancer to an interface; detached when `self` is dropped.
@@ -168,12 +179,17 @@ impl Dataplane {
                         .find(|id| !in_use.contains(id))
                         .ok_or(DataplaneError::Full { what: "backend", limit: MAX_BACKENDS })?;
                     let epoch = self.applied.epochs.get(&id).map_or(1, |e| e.wrapping_add(1));
+                    let vip_slot = match self.applied.vips.get(&vip) {
+                        Some(v) => v.meta.slot,
+                        None => self.reserve_vip_slot(vip)?,
+                    };
                     let entry = Backend {
                         addr: addr_words(b.address),
                         mac: b.mac.map(|m| m.0).unwrap_or_default(),
                         family: lb_common::types::family_of(b.address),
                         state: BACKEND_F_PRESENT,
                         epoch,
+                        vip_slot,
                     };
                     array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
                     self.applied.epochs.insert(id, epoch);
@@ -194,39 +210,59 @@ impl Dataplane {
         report: &mut ApplyReport,
     ) -> Result<()> {
         let key = vip.key();
+        let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
+        let source: Vec<(IpAddr, u32, u32)> = vip
+            .backends
+            .iter()
+            .map(|b| (b.address, b.weight, ids[&(key, b.address, b.mac)]))
+            .collect();
+        let existing = self.applied.vips.get(&key).filter(|v| v.meta.ring_size != 0);
+        if existing.is_some_and(|old| old.source == source && old.meta.flags == flags && old.meta.ring_size == vip.ring_size) {
+            return Ok(());
+        }
         let candidates: Vec<maglev::Candidate> =
             vip.backends.iter().map(|b| maglev::Candidate { address: b.address, weight: b.weight }).collect();
         let ring: Vec<u16> = maglev::build(&candidates, vip.ring_size)
             .into_iter()
-            .map(|e| e.map_or(NO_BACKEND, |i| ids[&(key, vip.backends[i].address, vip.backends[i].mac)] as u16))
+            .map(|e| e.map_or(NO_BACKEND, |i| source[i].2 as u16))
             .collect();
-        let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
-        let (slot, mut state, generation) = match self.applied.vips.get(&key) {
-            Some(old) => {
-                let live = old.meta.ring_gen as usize;
-                if old.rings[live] == ring && old.meta.flags == flags && old.meta.ring_size == vip.ring_size {
-                    return Ok(());
-                }
-                (old.meta.slot, old.clone(), 1 - old.meta.ring_gen)
-            }
-            None => {
-                let slot = self.free_vip_slot()?;
-                let state = AppliedVip { meta: VipMeta::default(), rings: [Vec::new(), Vec::new()] };
-                (slot, state, 0)
-            }
+        let slot = match self.applied.vips.get(&key) {
+            Some(v) => v.meta.slot,
+            None => self.reserve_vip_slot(key)?,
         };
+        let mut state = self.applied.vips.get(&key).cloned().expect("reserved above");
+        let is_new = state.meta.ring_size == 0;
+        if !is_new {
+            let live = state.meta.ring_gen as usize;
+            if state.rings[live] == ring && state.meta.flags == flags && state.meta.ring_size == vip.ring_size {
+                state.source = source;
+                self.applied.vips.insert(key, state);
+                return Ok(());
+            }
+        }
+        let generation = if is_new { 0 } else { 1 - state.meta.ring_gen };
         report.ring_chunks_written += self.write_ring(slot, generation, &ring, &state.rings[generation as usize])?;
         state.rings[generation as usize] = ring;
         state.meta = VipMeta { slot, ring_size: vip.ring_size, ring_gen: generation, flags };
+        state.source = source;
         // The single update that makes the new ring live.
         hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.insert(key, state.meta, 0).map_err(map_err(maps::VIPS))?;
-        if self.applied.vips.insert(key, state).is_none() {
+        self.applied.vips.insert(key, state);
+        if is_new {
             report.vips_added += 1;
             self.sync_vip_addr(vip.address)?;
         } else {
             report.rings_swapped += 1;
         }
         Ok(())
+    }
+
+    /// Gives a VIP a slot; its map entry is written once its ring is.
+    fn reserve_vip_slot(&mut self, key: VipKey) -> Result<u32> {
+        let slot = self.free_vip_slot()?;
+        let meta = VipMeta { slot, ring_size: 0, ring_gen: 0, flags: 0 };
+        self.applied.vips.insert(key, AppliedVip { meta, rings: [Vec::new(), Vec::new()], source: Vec::new() });
+        Ok(slot)
     }
 
     fn free_vip_slot(&self) -> Result<u32> {
@@ -264,7 +300,12 @@ impl Dataplane {
     /// Sets `VIP_ADDRS[addr]` to the number of VIPs on that address.
     fn sync_vip_addr(&mut self, addr: IpAddr) -> Result<()> {
         let key = VipAddrKey::new(addr);
-        let count = self.applied.vips.keys().filter(|k| VipAddrKey { addr: k.addr, family: k.family, _pad: [0; 3] } == key).count();
+        let count = self
+            .applied
+            .vips
+            .iter()
+            .filter(|(k, v)| v.meta.ring_size != 0 && VipAddrKey { addr: k.addr, family: k.family, _pad: [0; 3] } == key)
+            .count();
         let mut map = hash_map::<VipAddrKey, u32>(&mut self.ebpf, maps::VIP_ADDRS)?;
         if count == 0 {
             match map.remove(&key) {
@@ -283,85 +324,12 @@ impl Dataplane {
             self.applied.backends.iter().filter(|(k, _)| !keep.contains_key(k)).map(|(k, v)| (*k, *v)).collect();
         for (identity, id) in gone {
             let epoch = self.applied.epochs.get(&id).copied().unwrap_or_default();
-            let entry = Backend { epoch, ..Backend::default() };
+            let entry = Backend { epoch, vip_slot: u32::MAX, ..Backend::default() };
             array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
             self.applied.backends.remove(&identity);
             report.backends_removed += 1;
         }
         Ok(())
-    }
-
-    /// The backend the live maps send a new flow to: the userspace copy of
-    /// the program's hash and ring lookup.
-    pub fn predict_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
-        let key = VipKey { addr: flow.dst, port: flow.dport, proto: flow.proto, family: flow.family };
-        let vips = self.hash_map_ro::<VipKey, VipMeta>(maps::VIPS)?;
-        let meta = match vips.get(&key, 0) {
-            Ok(m) => m,
-            Err(MapError::KeyNotFound) => return Ok(None),
-            Err(e) => return Err(map_err(maps::VIPS)(e)),
-        };
-        if meta.ring_size == 0 {
-            return Ok(None);
-        }
-        let entry = flow_hash(flow) % meta.ring_size;
-        let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
-        let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
-        let id = chunk.lanes[(entry % RING_LANES) as usize];
-        if id == NO_BACKEND {
-            return Ok(None);
-        }
-        self.present_backend(id as u32, None)
-    }
-
-    /// The backend of a flow's connection-table entry, if it is still valid.
-    pub fn conntrack_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
-        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
-        match table.get(flow, 0) {
-            Ok(e) => self.present_backend(e.backend, Some(e.epoch)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(maps::CONNTRACK)(e)),
-        }
-    }
-
-    fn present_backend(&self, id: u32, epoch: Option<u32>) -> Result<Option<IpAddr>> {
-        let b = self.array_ro::<Backend>(maps::BACKENDS)?.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
-        let valid = b.state & BACKEND_F_PRESENT != 0 && epoch.is_none_or(|e| e == b.epoch);
-        Ok(valid.then(|| words_addr(b.addr, b.family)))
-    }
-
-    /// `STATS`, summed over CPUs, indexed by `lb_common::stats`.
-    pub fn stats(&self) -> Result<Vec<Counters>> {
-        self.sum_counters(maps::STATS, stats::COUNT)
-    }
-
-    /// Per-VIP counters, indexed by VIP slot.
-    pub fn vip_counters(&self) -> Result<Vec<(VipKey, Counters)>> {
-        let all = self.sum_counters(maps::VIP_STATS, MAX_VIPS)?;
-        Ok(self.applied.vips.iter().map(|(k, v)| (*k, all[v.meta.slot as usize])).collect())
-    }
-
-    /// Per-backend counters of the backends currently configured, per VIP.
-    pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, Counters)>> {
-        let all = self.sum_counters(maps::BACKEND_STATS, MAX_BACKENDS)?;
-        let mut out: Vec<(VipKey, IpAddr, Counters)> =
-            self.applied.backends.iter().map(|((vip, addr, _), id)| (*vip, *addr, all[*id as usize])).collect();
-        out.sort_by_key(|(v, a, _)| (*v, *a));
-        Ok(out)
-    }
-
-    fn sum_counters(&self, name: &'static str, count: u32) -> Result<Vec<Counters>> {
-        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-        let array = PerCpuArray::<&MapData, Counters>::try_from(map).map_err(map_err(name))?;
-        (0..count)
-            .map(|i| {
-                let per_cpu = array.get(&i, 0).map_err(map_err(name))?;
-                Ok(per_cpu.iter().fold(Counters::default(), |acc, c| Counters {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                }))
-            })
-            .collect()
     }
 
     fn hash_map_ro<K: aya::Pod, V: aya::Pod>(&self, name: &'static str) -> Result<BpfHashMap<&MapData, K, V>> {
@@ -375,7 +343,7 @@ impl Dataplane {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+pub(crate) fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
     ebpf.program_mut(name)
         .ok_or(DataplaneError::Program { name, source: ProgramError::NotLoaded })?
         .try_into()

@@ -1,0 +1,125 @@
+//! Reading the live maps: predictions, connection entries, counters.
+
+use std::net::IpAddr;
+
+use aya::maps::{MapData, MapError, PerCpuArray};
+use lb_common::{
+    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
+    VipKey, VipMeta,
+    consts::maps,
+    hash::flow_hash,
+    ring_chunk_index, stats,
+    types::words_addr,
+};
+
+use super::{Dataplane, DataplaneError, Result, map_err};
+
+impl Dataplane {
+    /// The backend the live maps send a new flow to: the userspace copy of
+    /// the program's hash and ring lookup.
+    pub fn predict_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
+        let key = VipKey { addr: flow.dst, port: flow.dport, proto: flow.proto, family: flow.family };
+        let vips = self.hash_map_ro::<VipKey, VipMeta>(maps::VIPS)?;
+        let meta = match vips.get(&key, 0) {
+            Ok(m) => m,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(map_err(maps::VIPS)(e)),
+        };
+        if meta.ring_size == 0 {
+            return Ok(None);
+        }
+        let entry = flow_hash(flow) % meta.ring_size;
+        let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
+        let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
+        let id = chunk.lanes[(entry % RING_LANES) as usize];
+        if id == NO_BACKEND {
+            return Ok(None);
+        }
+        self.present_backend(id as u32, None)
+    }
+
+    /// The backend of a flow's connection-table entry, if it is still valid.
+    pub fn conntrack_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
+        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
+        match table.get(flow, 0) {
+            Ok(e) => self.present_backend(e.backend, Some(e.epoch)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(maps::CONNTRACK)(e)),
+        }
+    }
+
+    fn present_backend(&self, id: u32, epoch: Option<u32>) -> Result<Option<IpAddr>> {
+        let b = self.array_ro::<Backend>(maps::BACKENDS)?.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
+        let valid = b.state & BACKEND_F_PRESENT != 0 && epoch.is_none_or(|e| e == b.epoch);
+        Ok(valid.then(|| words_addr(b.addr, b.family)))
+    }
+
+    /// `STATS`, summed over CPUs, indexed by `lb_common::stats`.
+    pub fn stats(&self) -> Result<Vec<Counters>> {
+        self.sum_counters(maps::STATS, stats::COUNT)
+    }
+
+    /// Per-VIP counters, indexed by VIP slot.
+    pub fn vip_counters(&self) -> Result<Vec<(VipKey, Counters)>> {
+        let all = self.sum_counters(maps::VIP_STATS, MAX_VIPS)?;
+        Ok(self.applied.vips.iter().map(|(k, v)| (*k, all[v.meta.slot as usize])).collect())
+    }
+
+    /// Per-backend counters of the backends currently configured, per VIP.
+    pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, Counters)>> {
+        let all = self.sum_counters(maps::BACKEND_STATS, MAX_BACKENDS)?;
+        let mut out: Vec<(VipKey, IpAddr, Counters)> =
+            self.applied.backends.iter().map(|((vip, addr, _), id)| (*vip, *addr, all[*id as usize])).collect();
+        out.sort_by_key(|(v, a, _)| (*v, *a));
+        Ok(out)
+    }
+
+    fn sum_counters(&self, name: &'static str, count: u32) -> Result<Vec<Counters>> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let array = PerCpuArray::<&MapData, Counters>::try_from(map).map_err(map_err(name))?;
+        (0..count)
+            .map(|i| {
+                let per_cpu = array.get(&i, 0).map_err(map_err(name))?;
+                Ok(per_cpu.iter().fold(Counters::default(), |acc, c| Counters {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+
+
+    /// FNV-1a digest of a VIP's live Maglev table, as backend addresses:
+    /// instances holding the same backend set print the same value.
+    pub fn fingerprint(&self, vip: &VipKey) -> Option<u64> {
+        let state = self.applied.vips.get(vip).filter(|v| v.meta.ring_size != 0)?;
+        let ring = &state.rings[state.meta.ring_gen as usize & 1];
+        if ring.is_empty() {
+            return None;
+        }
+        let addrs: std::collections::HashMap<u32, [u8; 16]> = self
+            .applied
+            .backends
+            .iter()
+            .map(|((_, addr, _), id)| {
+                let bytes = match addr {
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                    IpAddr::V6(a) => a.octets(),
+                };
+                (*id, bytes)
+            })
+            .collect();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= *b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        eat(&state.meta.ring_size.to_le_bytes());
+        for id in ring {
+            eat(&addrs.get(&(*id as u32)).copied().unwrap_or([0; 16]));
+        }
+        Some(h)
+    }
+}
