@@ -1,12 +1,14 @@
 //! The `lb` binary.
 
 mod cli;
+mod client;
 mod run;
 
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use cli::{Cli, Command, ConfigCommand};
+use client::{Client, ClientError};
 use lb::config::{Config, ConfigError};
 use tracing_subscriber::EnvFilter;
 
@@ -28,17 +30,29 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    let agent = Client::new(cli.socket());
     let result = match cli.command {
-        Command::Config { command: ConfigCommand::Check { file } } => Config::load(&file).map(|c| {
-            println!("{}: valid ({} VIPs, {} backends)", file.display(), c.vips.len(), c.backend_entries());
-        }).map_err(anyhow::Error::from),
-        Command::Run { config, iface, xdp_mode } => {
-            runtime().block_on(run::run(&config, iface, xdp_mode.map(Into::into)))
+        Command::Config { command: ConfigCommand::Check { file } } => Config::load(&file)
+            .map(|c| {
+                println!("{}: valid ({} VIPs, {} backends)", file.display(), c.vips.len(), c.backend_entries());
+            })
+            .map_err(anyhow::Error::from),
+        Command::Run { config, iface, xdp_mode, detach_on_exit } => {
+            runtime().block_on(run::run(&config, iface, xdp_mode.map(Into::into), detach_on_exit))
         }
         Command::Decap { iface, xdp_mode } => runtime().block_on(run::decap(&iface, xdp_mode.into())),
+        Command::Detach { iface, pin_path } => lb::agent::detach_pinned(&pin_path, &iface).map(|()| {
+            println!("detached the balancer from {iface} and removed its pins");
+        }),
+        Command::Status { json } => agent.show_status(json).map_err(Into::into),
+        Command::Stats { json } => agent.show_stats(json).map_err(Into::into),
+        Command::Reload => agent.reload().map_err(Into::into),
+        Command::Vip { command } => agent.vip(command).map_err(Into::into),
+        Command::Backend { command } => agent.backend(command).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<ClientError>() => ExitCode::from(client::report(e.downcast_ref().expect("checked"))),
         Err(e) => {
             eprintln!("lb: error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }

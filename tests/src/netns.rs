@@ -74,12 +74,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("cannot run `{}`", render(program, args)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            render(program, args),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", render(program, args), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -107,11 +102,7 @@ pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
 /// Names of all namespaces known to `ip netns`.
 pub fn list_netns() -> Result<Vec<String>> {
     let out = ip(&["netns", "list"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect())
+    Ok(out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
 }
 
 /// Path of a named namespace's handle.
@@ -130,10 +121,7 @@ impl Netns {
     /// Creates the namespace and brings its `lo` up.
     pub fn create(name: &str) -> Result<Netns> {
         ip(&["netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-            deleted: false,
-        };
+        let ns = Netns { name: name.to_string(), deleted: false };
         ip_in(name, &["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -206,11 +194,7 @@ fn enter_netns(ns: &str) -> Result<()> {
     // SAFETY: f is an open namespace fd; CLONE_NEWNET only affects this thread.
     let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
-        bail!(
-            "setns({}) failed: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
+        bail!("setns({}) failed: {}", path.display(), std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -249,19 +233,12 @@ where
 /// Writes `/proc/sys/...` values inside namespace `ns`; keys use dots or
 /// slashes (`net.ipv4.ip_forward`, `net/ipv4/conf/eth0/rp_filter`).
 pub fn sysctls(ns: &str, settings: &[(&str, &str)]) -> Result<()> {
-    let settings: Vec<(String, String)> = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     in_netns(ns, move || {
         for (k, v) in &settings {
             // Interface names may contain dots; only keys given with dots
             // are converted.
-            let rel = if k.contains('/') {
-                k.clone()
-            } else {
-                k.replace('.', "/")
-            };
+            let rel = if k.contains('/') { k.clone() } else { k.replace('.', "/") };
             let path = Path::new("/proc/sys").join(rel);
             std::fs::write(&path, v).with_context(|| format!("sysctl {k}={v}"))?;
         }
@@ -312,10 +289,7 @@ pub fn disable_tx_csum(ns: &str, ifname: &str) -> Result<()> {
             // SAFETY: req and val outlive the call; SIOCETHTOOL reads/writes val.
             let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
             if rc != 0 {
-                bail!(
-                    "ethtool ioctl {cmd:#x} on {ifname}: {}",
-                    std::io::Error::last_os_error()
-                );
+                bail!("ethtool ioctl {cmd:#x} on {ifname}: {}", std::io::Error::last_os_error());
             }
             Ok(val.data)
         };
@@ -340,12 +314,7 @@ pub struct XdpLink {
 fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<OwnedFd> {
     // SAFETY: attr is a zero-initialised, 128-byte bpf_attr for `cmd`.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr() as *mut libc::c_void,
-            std::mem::size_of_val(attr) as u32,
-        )
+        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr() as *mut libc::c_void, std::mem::size_of_val(attr) as u32)
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
@@ -369,16 +338,7 @@ pub fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<XdpLink> {
 pub fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     let o = off.to_le_bytes();
     let i = imm.to_le_bytes();
-    u64::from_le_bytes([
-        code,
-        (src << 4) | (dst & 0xf),
-        o[0],
-        o[1],
-        i[0],
-        i[1],
-        i[2],
-        i[3],
-    ])
+    u64::from_le_bytes([code, (src << 4) | (dst & 0xf), o[0], o[1], i[0], i[1], i[2], i[3]])
 }
 
 /// Loads `insns` as an XDP program named `name` (at most 15 bytes) with
@@ -412,10 +372,7 @@ pub fn attach_xdp_insns(ns: &str, ifname: &str, name: &str, insns: &[u64]) -> Re
         }
         let prog = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
             let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
-            anyhow!(
-                "BPF_PROG_LOAD (XDP): {e}; verifier: {}",
-                String::from_utf8_lossy(&log[..end])
-            )
+            anyhow!("BPF_PROG_LOAD (XDP): {e}; verifier: {}", String::from_utf8_lossy(&log[..end]))
         })?;
         let cname = CString::new(ifname_owned.clone())?;
         // SAFETY: cname is a valid C string.
@@ -436,12 +393,7 @@ pub fn attach_xdp_insns(ns: &str, ifname: &str, name: &str, insns: &[u64]) -> Re
             .with_context(|| format!("BPF_LINK_CREATE (XDP native) on {ifname_owned}"))?;
         Ok((prog, link))
     })?;
-    Ok(XdpLink {
-        _prog: prog,
-        _link: link,
-        ns: ns.to_string(),
-        ifname: ifname.to_string(),
-    })
+    Ok(XdpLink { _prog: prog, _link: link, ns: ns.to_string(), ifname: ifname.to_string() })
 }
 
 /// A child process (typically `ip netns exec NS lb ...`) that is sent
@@ -461,44 +413,25 @@ impl ChildGuard {
     /// stderr appended to `log`. The child gets its own process group (so a
     /// terminal's Ctrl-C reaches only the harness, which tears down in
     /// order) and SIGTERM if the spawning thread dies.
-    pub fn spawn_in(
-        ns: &str,
-        name: &str,
-        program: &Path,
-        args: &[&str],
-        log: &Path,
-    ) -> Result<ChildGuard> {
+    pub fn spawn_in(ns: &str, name: &str, program: &Path, args: &[&str], log: &Path) -> Result<ChildGuard> {
         let stderr = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns]).arg(program).args(args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         cmd.env("RUST_BACKTRACE", "1");
         cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().with_context(|| {
-            format!(
-                "spawn `ip netns exec {ns} {} {}`",
-                program.display(),
-                args.join(" ")
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn `ip netns exec {ns} {} {}`", program.display(), args.join(" ")))?;
         SPAWNED.fetch_add(1, Ordering::Relaxed);
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
@@ -538,10 +471,7 @@ impl ChildGuard {
     /// error includes the child's stderr log.
     pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
-        let rx = self
-            .lines
-            .as_ref()
-            .ok_or_else(|| anyhow!("{}: no stdout", self.name))?;
+        let rx = self.lines.as_ref().ok_or_else(|| anyhow!("{}: no stdout", self.name))?;
         let mut seen = Vec::new();
         loop {
             if abort_requested() {
@@ -583,10 +513,7 @@ impl ChildGuard {
 
     /// Lines printed on stdout since the last call (non-blocking).
     pub fn take_lines(&mut self) -> Vec<String> {
-        self.lines
-            .as_ref()
-            .map(|rx| rx.try_iter().collect())
-            .unwrap_or_default()
+        self.lines.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default()
     }
 
     /// `Some(description)` once the child has exited.
@@ -630,10 +557,7 @@ impl ChildGuard {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 Ok(None) => {
-                    eprintln!(
-                        "lb-tests: {} did not exit on SIGTERM; killing it",
-                        self.name
-                    );
+                    eprintln!("lb-tests: {} did not exit on SIGTERM; killing it", self.name);
                     let _ = child.kill();
                     break child.wait().ok();
                 }
@@ -673,16 +597,8 @@ mod tests {
             assert!(list_netns().unwrap().contains(&name));
             // /proc/net is /proc/self/net, the thread group leader's view:
             // a setns'd thread must read /proc/thread-self/net.
-            let out = in_netns(ns.name(), || {
-                Ok(std::fs::read_to_string("/proc/thread-self/net/dev")?)
-            })
-            .unwrap();
-            let ifaces: Vec<&str> = out
-                .lines()
-                .skip(2)
-                .filter_map(|l| l.split(':').next())
-                .map(str::trim)
-                .collect();
+            let out = in_netns(ns.name(), || Ok(std::fs::read_to_string("/proc/thread-self/net/dev")?)).unwrap();
+            let ifaces: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
             assert_eq!(ifaces, vec!["lo"]);
             let err = exec_in(ns.name(), "false", &[]).unwrap_err().to_string();
             assert!(err.contains("false"), "{err}");

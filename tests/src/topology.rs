@@ -15,8 +15,10 @@
 //! namespaces with their veths, temp files) is removed on drop, also while
 //! a test panics.
 
+use std::ffi::CString;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::netns::{
-    self, ChildGuard, Netns, XdpLink, attach_xdp_pass, disable_tx_csum, in_netns, ip_in, run,
-    sweep_stale_namespaces, sysctls,
+    self, ChildGuard, Netns, XdpLink, attach_xdp_pass, disable_tx_csum, in_netns, ip_in, run, sweep_stale_namespaces,
+    sysctls,
 };
 use crate::traffic::Servers;
 
@@ -102,11 +104,7 @@ pub fn default_lb_bin() -> PathBuf {
             return cand;
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("debug")
-        .join("lb")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("debug").join("lb")
 }
 
 /// Warns (once per process) when the lb binary is older than one of the
@@ -141,6 +139,54 @@ fn warn_if_stale(lb_bin: &Path) {
     });
 }
 
+/// Mounts a private bpffs instance at `path` (created if needed). `lb run`
+/// pins its maps and link under `global.pin_path`; `ip netns exec` mounts a
+/// fresh sysfs on /sys, which hides the host's /sys/fs/bpf, and a shared
+/// pin path would make topologies collide. A bpffs in the topology's own
+/// directory is visible inside `ip netns exec` and private to the topology.
+fn mount_bpffs(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))?;
+    let target = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: valid C strings; a plain bpffs mount without data.
+    let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        bail!("mount -t bpf bpf {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts the topology directory's bpffs (if mounted) and removes the
+/// directory. Leaves the directory alone if the unmount fails, so that
+/// nothing is ever deleted through a mount.
+fn remove_topology_dir(dir: &Path) {
+    let bpffs = dir.join("bpffs");
+    if bpffs.exists() {
+        let Ok(target) = CString::new(bpffs.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: a valid C string.
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // EINVAL: not a mount point (never mounted, or already gone).
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                eprintln!("lb-tests: cleanup: umount {}: {e}", bpffs.display());
+                return;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Only unmounts the directory's bpffs (for `LB_TESTS_KEEP_DIR`).
+fn remove_topology_dir_bpffs_only(dir: &Path) -> std::io::Result<()> {
+    let target = CString::new(dir.join("bpffs").as_os_str().as_bytes())?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Removes `<tmp>/lbt<PID>x<N>` directories of harness processes that no
 /// longer run (killed before they could clean up).
 fn sweep_stale_dirs() {
@@ -157,7 +203,7 @@ fn sweep_stale_dirs() {
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if digits(pid) && digits(n) && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
+            remove_topology_dir(&e.path());
         }
     }
 }
@@ -230,15 +276,7 @@ pub struct VipSpec {
 
 impl VipSpec {
     pub fn new(address: IpAddr, port: u16, protocol: Proto, forwarding: Forwarding) -> VipSpec {
-        VipSpec {
-            address,
-            port,
-            protocol,
-            forwarding,
-            ring_size: None,
-            backends: None,
-            weights: None,
-        }
+        VipSpec { address, port, protocol, forwarding, ring_size: None, backends: None, weights: None }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
         VipSpec::new(address.into(), port, Proto::Tcp, forwarding)
@@ -319,44 +357,22 @@ impl Topology {
         let n = TOPOLOGIES.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("lbt{}x{}-", std::process::id(), n);
         let dir = std::env::temp_dir().join(prefix.trim_end_matches('-'));
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_topology_dir(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
 
-        let host =
-            |name: &str, ifname: &str, port: &str, id: u8, v4: Ipv4Addr, v6: Ipv6Addr| Host {
-                name: name.to_string(),
-                ns: format!("{prefix}{name}"),
-                ifname: ifname.to_string(),
-                mac: mac(id, 1),
-                port: port.to_string(),
-                port_mac: mac(id, 2),
-                v4,
-                v6,
-            };
-        let client = host(
-            "client",
-            "eth0",
-            "s-client",
-            0x01,
-            Ipv4Addr::new(198, 18, 0, 1),
-            v6(0x1),
-        );
-        let lb = host(
-            "lb",
-            LB_IFACE,
-            "s-lb",
-            0x02,
-            Ipv4Addr::new(198, 18, 0, 2),
-            v6(0x2),
-        );
-        let router = host(
-            "router",
-            "eth0",
-            "s-router",
-            0x03,
-            Ipv4Addr::new(198, 18, 0, 254),
-            v6(0xfe),
-        );
+        let host = |name: &str, ifname: &str, port: &str, id: u8, v4: Ipv4Addr, v6: Ipv6Addr| Host {
+            name: name.to_string(),
+            ns: format!("{prefix}{name}"),
+            ifname: ifname.to_string(),
+            mac: mac(id, 1),
+            port: port.to_string(),
+            port_mac: mac(id, 2),
+            v4,
+            v6,
+        };
+        let client = host("client", "eth0", "s-client", 0x01, Ipv4Addr::new(198, 18, 0, 1), v6(0x1));
+        let lb = host("lb", LB_IFACE, "s-lb", 0x02, Ipv4Addr::new(198, 18, 0, 2), v6(0x2));
+        let router = host("router", "eth0", "s-router", 0x03, Ipv4Addr::new(198, 18, 0, 254), v6(0xfe));
         let backends = (1..=opts.backends as u8)
             .map(|i| {
                 host(
@@ -400,17 +416,12 @@ impl Topology {
 
     fn build(&mut self) -> Result<()> {
         let started = Instant::now();
+        mount_bpffs(&self.pin_path())?;
         let sw = self.switch_ns.clone();
         // Namespaces first, so that every interface is created with the
         // namespace's defaults (no DAD; no IPv6 at all on the switch).
         self.namespaces.push(Netns::create(&sw)?);
-        sysctls(
-            &sw,
-            &[
-                ("net.ipv6.conf.all.disable_ipv6", "1"),
-                ("net.ipv6.conf.default.disable_ipv6", "1"),
-            ],
-        )?;
+        sysctls(&sw, &[("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")])?;
         for h in self.hosts() {
             self.namespaces.push(Netns::create(&h.ns)?);
             sysctls(
@@ -425,20 +436,7 @@ impl Topology {
                 ],
             )?;
         }
-        ip_in(
-            &sw,
-            &[
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "mcast_snooping",
-                "0",
-            ],
-        )?;
+        ip_in(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0"])?;
         ip_in(&sw, &["link", "set", "br0", "up"])?;
 
         for h in self.hosts() {
@@ -447,32 +445,14 @@ impl Topology {
 
         // client
         let c = self.client.clone();
-        ip_in(
-            &c.ns,
-            &["link", "set", &c.ifname, "mtu", &CLIENT_MTU.to_string()],
-        )?;
-        ip_in(
-            &c.ns,
-            &["route", "add", VIP_NET_V4, "via", &self.lb.v4.to_string()],
-        )?;
-        ip_in(
-            &c.ns,
-            &[
-                "-6",
-                "route",
-                "add",
-                VIP_NET_V6,
-                "via",
-                &self.lb.v6.to_string(),
-            ],
-        )?;
-        disable_tx_csum(&c.ns, &c.ifname)
-            .context("turning tx checksum offload off on the client")?;
+        ip_in(&c.ns, &["link", "set", &c.ifname, "mtu", &CLIENT_MTU.to_string()])?;
+        ip_in(&c.ns, &["route", "add", VIP_NET_V4, "via", &self.lb.v4.to_string()])?;
+        ip_in(&c.ns, &["-6", "route", "add", VIP_NET_V6, "via", &self.lb.v6.to_string()])?;
+        disable_tx_csum(&c.ns, &c.ifname).context("turning tx checksum offload off on the client")?;
 
         // lb: its switch port receives the XDP_TX frames of lb0.
         let lb = self.lb.clone();
-        self.xdp_links
-            .push(attach_xdp_pass(&sw, &lb.port).context("XDP_PASS on the lb's switch port")?);
+        self.xdp_links.push(attach_xdp_pass(&sw, &lb.port).context("XDP_PASS on the lb's switch port")?);
 
         // router
         let r = self.router.clone();
@@ -493,10 +473,7 @@ impl Topology {
                 ip_in(&b.ns, &["addr", "add", &format!("{v}/32"), "dev", "lo"])?;
             }
             for v in &self.opts.vips_v6 {
-                ip_in(
-                    &b.ns,
-                    &["addr", "add", &format!("{v}/128"), "dev", "lo", "nodad"],
-                )?;
+                ip_in(&b.ns, &["addr", "add", &format!("{v}/128"), "dev", "lo", "nodad"])?;
             }
             let ifc = |k: &str| format!("net/ipv4/conf/{}/{k}", b.ifname);
             sysctls(
@@ -518,13 +495,7 @@ impl Topology {
                     &b.ns,
                     &format!("lb decap ({})", b.name),
                     &self.lb_bin,
-                    &[
-                        "decap",
-                        "--iface",
-                        &b.ifname,
-                        "--xdp-mode",
-                        &self.opts.xdp_mode,
-                    ],
+                    &["decap", "--iface", &b.ifname, "--xdp-mode", &self.opts.xdp_mode],
                     &log,
                 )?;
                 self.decaps.push(child);
@@ -548,16 +519,11 @@ impl Topology {
                     tcp.extend(self.opts.tcp_ports.iter().map(|p| SocketAddr::new(*v, *p)));
                     udp.extend(self.opts.udp_ports.iter().map(|p| SocketAddr::new(*v, *p)));
                 }
-                self.servers
-                    .push(Servers::start(&b.ns, &b.name, &tcp, &udp)?);
+                self.servers.push(Servers::start(&b.ns, &b.name, &tcp, &udp)?);
             }
         }
         if std::env::var_os("LB_TESTS_VERBOSE").is_some() {
-            eprintln!(
-                "lb-tests: topology {} built in {:?}",
-                self.prefix,
-                started.elapsed()
-            );
+            eprintln!("lb-tests: topology {} built in {:?}", self.prefix, started.elapsed());
         }
         Ok(())
     }
@@ -590,31 +556,10 @@ impl Topology {
         // The lb may send frames with another host's source MAC (l2dsr
         // rewrites only the destination), so the bridge must not learn:
         // every host's MAC is pinned to its port instead.
-        run(
-            "bridge",
-            &["-n", sw, "link", "set", "dev", &h.port, "learning", "off"],
-        )?;
-        run(
-            "bridge",
-            &[
-                "-n", sw, "fdb", "add", &h.mac, "dev", &h.port, "master", "static",
-            ],
-        )?;
-        ip_in(
-            &h.ns,
-            &["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname],
-        )?;
-        ip_in(
-            &h.ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}/64", h.v6),
-                "dev",
-                &h.ifname,
-                "nodad",
-            ],
-        )?;
+        run("bridge", &["-n", sw, "link", "set", "dev", &h.port, "learning", "off"])?;
+        run("bridge", &["-n", sw, "fdb", "add", &h.mac, "dev", &h.port, "master", "static"])?;
+        ip_in(&h.ns, &["addr", "add", &format!("{}/24", h.v4), "dev", &h.ifname])?;
+        ip_in(&h.ns, &["addr", "add", &format!("{}/64", h.v6), "dev", &h.ifname, "nodad"])?;
         ip_in(&h.ns, &["link", "set", &h.ifname, "up"])?;
         Ok(())
     }
@@ -652,6 +597,27 @@ impl Topology {
     pub fn options(&self) -> &TopologyOptions {
         &self.opts
     }
+    /// The bpffs directory `lb run` pins under (`global.pin_path`): a
+    /// private bpffs mounted in the topology's directory.
+    pub fn pin_path(&self) -> PathBuf {
+        self.dir.join("bpffs")
+    }
+
+    /// The control socket of `lb run` (`global.control_socket`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("lb.sock")
+    }
+
+    /// Runs `lb --socket <control socket> ARGS...` in the lb namespace
+    /// (`lb status`, `lb stats`, `lb backend ...`) and returns its stdout.
+    pub fn lb_cli(&self, args: &[&str]) -> Result<String> {
+        let sock = self.control_socket();
+        let mut full = vec!["--socket", sock.to_str().context("socket path is not UTF-8")?];
+        full.extend_from_slice(args);
+        let bin = self.lb_bin.to_str().context("lb path is not UTF-8")?;
+        netns::exec_in(&self.lb.ns, bin, &full)
+    }
+
     /// The backends' servers (e.g. to read how much each one served).
     pub fn servers(&self) -> &[Servers] {
         &self.servers
@@ -663,9 +629,7 @@ impl Topology {
     pub fn write_config(&self, vips: &[VipSpec]) -> PathBuf {
         let text = self.render_config(vips);
         // Named by a hash of the text: distinct configs get distinct files.
-        let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
+        let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
         let path = self.dir.join(format!("lb-{hash:016x}.toml"));
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
@@ -682,6 +646,9 @@ impl Topology {
         let _ = writeln!(s, "nexthop_mac = \"{}\"", self.router.mac);
         let _ = writeln!(s, "tunnel_source_v4 = \"{}\"", self.lb.v4);
         let _ = writeln!(s, "tunnel_source_v6 = \"{}\"", self.lb.v6);
+        // Per topology: a private bpffs and control socket (see mount_bpffs).
+        let _ = writeln!(s, "pin_path = \"{}\"", self.pin_path().display());
+        let _ = writeln!(s, "control_socket = \"{}\"", self.control_socket().display());
         for v in vips {
             let _ = writeln!(s);
             let _ = writeln!(s, "[[vip]]");
@@ -692,10 +659,7 @@ impl Topology {
             if let Some(m) = v.ring_size {
                 let _ = writeln!(s, "ring_size = {m}");
             }
-            let idx: Vec<usize> = v
-                .backends
-                .clone()
-                .unwrap_or_else(|| (0..self.backends.len()).collect());
+            let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
             for (k, i) in idx.iter().enumerate() {
                 let b = &self.backends[*i];
                 let addr = match v.address {
@@ -732,7 +696,7 @@ impl Topology {
             &self.lb.ns,
             "lb run",
             &self.lb_bin,
-            &["run", "--config", config],
+            &["run", "--config", config, "--detach-on-exit"],
             &log,
         )?;
         child.wait_for_line("ready", READY_TIMEOUT)?;
@@ -747,14 +711,8 @@ impl Topology {
         };
         match child.stop(Duration::from_secs(5)) {
             Some(s) if s.success() => Ok(()),
-            Some(s) => bail!(
-                "lb run exited with {s} on SIGTERM\n--- stderr ---\n{}",
-                child.log_text()
-            ),
-            None => bail!(
-                "lb run: exit status unknown\n--- stderr ---\n{}",
-                child.log_text()
-            ),
+            Some(s) => bail!("lb run exited with {s} on SIGTERM\n--- stderr ---\n{}", child.log_text()),
+            None => bail!("lb run: exit status unknown\n--- stderr ---\n{}", child.log_text()),
         }
     }
 
@@ -763,18 +721,10 @@ impl Topology {
         let mut dead = Vec::new();
         for c in self.lb_proc.iter_mut().chain(self.decaps.iter_mut()) {
             if let Some(status) = c.try_status() {
-                dead.push(format!(
-                    "{} exited ({status})\n--- stderr ---\n{}",
-                    c.name,
-                    c.log_text()
-                ));
+                dead.push(format!("{} exited ({status})\n--- stderr ---\n{}", c.name, c.log_text()));
             }
         }
-        if dead.is_empty() {
-            Ok(())
-        } else {
-            bail!("{}", dead.join("\n"))
-        }
+        if dead.is_empty() { Ok(()) } else { bail!("{}", dead.join("\n")) }
     }
 
     /// Packets the router has forwarded so far: (IPv4, IPv6). Only IPIP
@@ -785,10 +735,7 @@ impl Topology {
             // namespace is under /proc/thread-self.
             let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
             let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
-            let (names, values) = (
-                ip.next().context("no Ip: header")?,
-                ip.next().context("no Ip: values")?,
-            );
+            let (names, values) = (ip.next().context("no Ip: header")?, ip.next().context("no Ip: values")?);
             let v4 = names
                 .split_whitespace()
                 .zip(values.split_whitespace())
@@ -821,40 +768,21 @@ impl Topology {
     pub fn diagnostics(&self) -> String {
         let mut s = String::new();
         for h in self.hosts() {
-            let out = ip_in(&h.ns, &["-s", "link", "show", "dev", &h.ifname])
-                .unwrap_or_else(|e| format!("{e:#}"));
+            let out = ip_in(&h.ns, &["-s", "link", "show", "dev", &h.ifname]).unwrap_or_else(|e| format!("{e:#}"));
             let _ = writeln!(s, "--- {} ({}) ---\n{}", h.name, h.ns, out.trim_end());
         }
-        let out = ip_in(
-            &self.switch_ns,
-            &["-s", "link", "show", "dev", &self.lb.port],
-        )
-        .unwrap_or_else(|e| format!("{e:#}"));
-        let _ = writeln!(
-            s,
-            "--- switch port {} ---\n{}",
-            self.lb.port,
-            out.trim_end()
-        );
+        let out =
+            ip_in(&self.switch_ns, &["-s", "link", "show", "dev", &self.lb.port]).unwrap_or_else(|e| format!("{e:#}"));
+        let _ = writeln!(s, "--- switch port {} ---\n{}", self.lb.port, out.trim_end());
         // ethtool is optional here (the harness itself does not need it).
         if run("ethtool", &["--version"]).is_ok() {
-            let mut ifaces = vec![
-                (self.lb.ns.clone(), self.lb.ifname.clone()),
-                (self.switch_ns.clone(), self.lb.port.clone()),
-            ];
-            ifaces.extend(
-                self.backends
-                    .iter()
-                    .map(|b| (b.ns.clone(), b.ifname.clone())),
-            );
+            let mut ifaces =
+                vec![(self.lb.ns.clone(), self.lb.ifname.clone()), (self.switch_ns.clone(), self.lb.port.clone())];
+            ifaces.extend(self.backends.iter().map(|b| (b.ns.clone(), b.ifname.clone())));
             for (ns, ifname) in ifaces {
                 if let Ok(out) = netns::exec_in(&ns, "ethtool", &["-S", &ifname]) {
                     let xdp: Vec<&str> = out.lines().filter(|l| l.contains("xdp")).collect();
-                    let _ = writeln!(
-                        s,
-                        "--- ethtool -S {ifname} in {ns} (xdp) ---\n{}",
-                        xdp.join("\n")
-                    );
+                    let _ = writeln!(s, "--- ethtool -S {ifname} in {ns} (xdp) ---\n{}", xdp.join("\n"));
                 }
             }
         }
@@ -878,11 +806,7 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
         if panicking {
-            eprintln!(
-                "lb-tests: topology {} torn down while panicking; logs:\n{}",
-                self.prefix,
-                self.logs()
-            );
+            eprintln!("lb-tests: topology {} torn down while panicking; logs:\n{}", self.prefix, self.logs());
         }
         for s in &mut self.servers {
             s.stop();
@@ -903,9 +827,10 @@ impl Drop for Topology {
             }
         }
         if std::env::var_os("LB_TESTS_KEEP_DIR").is_some() {
+            let _ = remove_topology_dir_bpffs_only(&self.dir);
             eprintln!("lb-tests: kept {}", self.dir.display());
         } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            remove_topology_dir(&self.dir);
         }
     }
 }
@@ -916,10 +841,7 @@ mod tests {
     use crate::traffic::{Summary, TcpLoad, UdpLoad, tcp_client, udp_client};
 
     fn no_lb() -> TopologyOptions {
-        TopologyOptions {
-            start_decap: false,
-            ..Default::default()
-        }
+        TopologyOptions { start_decap: false, ..Default::default() }
     }
 
     #[test]
@@ -942,10 +864,7 @@ mod tests {
             lb_bin: PathBuf::new(),
             switch_ns: "x-switch".into(),
             client: h("client", 1, 1, 0x1),
-            lb: Host {
-                ifname: LB_IFACE.into(),
-                ..h("lb", 2, 2, 0x2)
-            },
+            lb: Host { ifname: LB_IFACE.into(), ..h("lb", 2, 2, 0x2) },
             router: h("router", 3, 254, 0xfe),
             backends: vec![h("backend1", 0x11, 11, 0x11), h("backend2", 0x12, 12, 0x12)],
             servers: vec![],
@@ -960,15 +879,9 @@ mod tests {
             VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr),
         ]);
         assert!(text.contains("interface = \"lb0\""), "{text}");
-        assert!(
-            text.contains("nexthop_mac = \"02:00:00:00:03:01\""),
-            "{text}"
-        );
+        assert!(text.contains("nexthop_mac = \"02:00:00:00:03:01\""), "{text}");
         assert!(text.contains("tunnel_source_v4 = \"198.18.0.2\""), "{text}");
-        assert!(
-            text.contains("tunnel_source_v6 = \"2001:db8::2\""),
-            "{text}"
-        );
+        assert!(text.contains("tunnel_source_v6 = \"2001:db8::2\""), "{text}");
         assert!(text.contains("address = \"2001:db8:100::1\""), "{text}");
         assert!(text.contains("address = \"2001:db8::12\""), "{text}");
         assert!(text.contains("ring_size = 251"), "{text}");
@@ -994,78 +907,34 @@ mod tests {
         let names = topo.backend_names();
         let sw = topo.switch_ns().to_string();
         let xdp = ip_in(&sw, &["link", "show", "dev", &topo.lb().port]).unwrap();
-        assert!(
-            xdp.contains("xdp"),
-            "no XDP program on the lb's switch port: {xdp}"
-        );
+        assert!(xdp.contains("xdp"), "no XDP program on the lb's switch port: {xdp}");
 
         // Direct to backend1.
-        ip_in(
-            &c.ns,
-            &["route", "replace", VIP_NET_V4, "via", "198.18.0.11"],
-        )
-        .unwrap();
-        ip_in(
-            &c.ns,
-            &["-6", "route", "replace", VIP_NET_V6, "via", "2001:db8::11"],
-        )
-        .unwrap();
-        for target in [
-            SocketAddr::new(VIP_V4.into(), 80),
-            SocketAddr::new(VIP_V6.into(), 80),
-        ] {
+        ip_in(&c.ns, &["route", "replace", VIP_NET_V4, "via", "198.18.0.11"]).unwrap();
+        ip_in(&c.ns, &["-6", "route", "replace", VIP_NET_V6, "via", "2001:db8::11"]).unwrap();
+        for target in [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(VIP_V6.into(), 80)] {
             let rs = tcp_client(&c.ns, &TcpLoad::new(target, 10)).unwrap();
             let s = Summary::new(&rs, &names);
             assert_eq!(s.failures, 0, "{target}: {s}");
             assert_eq!(s.per_backend["backend1"], 10, "{target}: {s}");
         }
-        let rs = udp_client(
-            &c.ns,
-            &UdpLoad::new(SocketAddr::new(VIP_V4.into(), 5353), 5),
-        )
-        .unwrap();
+        let rs = udp_client(&c.ns, &UdpLoad::new(SocketAddr::new(VIP_V4.into(), 5353), 5)).unwrap();
         let s = Summary::new(&rs, &names);
         assert_eq!((s.failures, s.per_backend["backend1"]), (0, 5), "{s}");
 
         // Through the router to backend2 (same segment: in and out of eth0).
-        ip_in(
-            &c.ns,
-            &["route", "replace", VIP_NET_V4, "via", &r.v4.to_string()],
-        )
-        .unwrap();
-        ip_in(
-            &c.ns,
-            &[
-                "-6",
-                "route",
-                "replace",
-                VIP_NET_V6,
-                "via",
-                &r.v6.to_string(),
-            ],
-        )
-        .unwrap();
+        ip_in(&c.ns, &["route", "replace", VIP_NET_V4, "via", &r.v4.to_string()]).unwrap();
+        ip_in(&c.ns, &["-6", "route", "replace", VIP_NET_V6, "via", &r.v6.to_string()]).unwrap();
         ip_in(&r.ns, &["route", "add", VIP_NET_V4, "via", "198.18.0.12"]).unwrap();
-        ip_in(
-            &r.ns,
-            &["-6", "route", "add", VIP_NET_V6, "via", "2001:db8::12"],
-        )
-        .unwrap();
-        for target in [
-            SocketAddr::new(VIP_V4.into(), 80),
-            SocketAddr::new(VIP_V6.into(), 80),
-        ] {
+        ip_in(&r.ns, &["-6", "route", "add", VIP_NET_V6, "via", "2001:db8::12"]).unwrap();
+        for target in [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(VIP_V6.into(), 80)] {
             let rs = tcp_client(&c.ns, &TcpLoad::new(target, 10)).unwrap();
             let s = Summary::new(&rs, &names);
             assert_eq!(s.failures, 0, "{target}: {s}");
             assert_eq!(s.per_backend["backend2"], 10, "{target}: {s}");
         }
         drop(topo);
-        let left: Vec<String> = netns::list_netns()
-            .unwrap()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
+        let left: Vec<String> = netns::list_netns().unwrap().into_iter().filter(|n| n.starts_with(&prefix)).collect();
         assert!(left.is_empty(), "namespaces left behind: {left:?}");
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
@@ -1089,70 +958,37 @@ mod tests {
         // so the client gets the lb's MAC statically.
         ip_in(
             &c.ns,
-            &[
-                "neigh",
-                "replace",
-                &lb.v4.to_string(),
-                "lladdr",
-                &lb.mac,
-                "dev",
-                &c.ifname,
-                "nud",
-                "permanent",
-            ],
+            &["neigh", "replace", &lb.v4.to_string(), "lladdr", &lb.mac, "dev", &c.ifname, "nud", "permanent"],
         )
         .unwrap();
         ip_in(
             &c.ns,
-            &[
-                "-6",
-                "neigh",
-                "replace",
-                &lb.v6.to_string(),
-                "lladdr",
-                &lb.mac,
-                "dev",
-                &c.ifname,
-                "nud",
-                "permanent",
-            ],
+            &["-6", "neigh", "replace", &lb.v6.to_string(), "lladdr", &lb.mac, "dev", &c.ifname, "nud", "permanent"],
         )
         .unwrap();
-        let m: Vec<u8> = b1
-            .mac
-            .split(':')
-            .map(|x| u8::from_str_radix(x, 16).unwrap())
-            .collect();
+        let m: Vec<u8> = b1.mac.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
         let insns = [
-            netns::insn(0x61, 2, 1, 0, 0), // r2 = ctx->data
-            netns::insn(0x61, 3, 1, 4, 0), // r3 = ctx->data_end
-            netns::insn(0xbf, 4, 2, 0, 0), // r4 = r2
-            netns::insn(0x07, 4, 0, 0, 6), // r4 += 6
-            netns::insn(0x2d, 4, 3, 4, 0), // if r4 > r3 goto pass
+            netns::insn(0x61, 2, 1, 0, 0),                                            // r2 = ctx->data
+            netns::insn(0x61, 3, 1, 4, 0),                                            // r3 = ctx->data_end
+            netns::insn(0xbf, 4, 2, 0, 0),                                            // r4 = r2
+            netns::insn(0x07, 4, 0, 0, 6),                                            // r4 += 6
+            netns::insn(0x2d, 4, 3, 4, 0),                                            // if r4 > r3 goto pass
             netns::insn(0x62, 2, 0, 0, i32::from_le_bytes([m[0], m[1], m[2], m[3]])), // dst[0..4]
-            netns::insn(0x6a, 2, 0, 4, i32::from(u16::from_le_bytes([m[4], m[5]]))), // dst[4..6]
-            netns::insn(0xb7, 0, 0, 0, 3), // r0 = XDP_TX
-            netns::insn(0x95, 0, 0, 0, 0), // exit
-            netns::insn(0xb7, 0, 0, 0, 2), // pass: r0 = XDP_PASS
-            netns::insn(0x95, 0, 0, 0, 0), // exit
+            netns::insn(0x6a, 2, 0, 4, i32::from(u16::from_le_bytes([m[4], m[5]]))),  // dst[4..6]
+            netns::insn(0xb7, 0, 0, 0, 3),                                            // r0 = XDP_TX
+            netns::insn(0x95, 0, 0, 0, 0),                                            // exit
+            netns::insn(0xb7, 0, 0, 0, 2),                                            // pass: r0 = XDP_PASS
+            netns::insn(0x95, 0, 0, 0, 0),                                            // exit
         ];
-        topo.xdp_links
-            .push(netns::attach_xdp_insns(&lb.ns, &lb.ifname, "t_l2fwd", &insns).unwrap());
+        topo.xdp_links.push(netns::attach_xdp_insns(&lb.ns, &lb.ifname, "t_l2fwd", &insns).unwrap());
         let names = topo.backend_names();
-        for target in [
-            SocketAddr::new(VIP_V4.into(), 80),
-            SocketAddr::new(VIP_V6.into(), 80),
-        ] {
+        for target in [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(VIP_V6.into(), 80)] {
             let rs = tcp_client(&c.ns, &TcpLoad::new(target, 20)).unwrap();
             let s = Summary::new(&rs, &names);
             assert_eq!(s.failures, 0, "{target}: {s}\n{}", topo.diagnostics());
             assert_eq!(s.per_backend["backend1"], 20, "{target}: {s}");
         }
-        let rs = udp_client(
-            &c.ns,
-            &UdpLoad::new(SocketAddr::new(VIP_V6.into(), 5353), 5),
-        )
-        .unwrap();
+        let rs = udp_client(&c.ns, &UdpLoad::new(SocketAddr::new(VIP_V6.into(), 5353), 5)).unwrap();
         let s = Summary::new(&rs, &names);
         assert_eq!((s.failures, s.per_backend["backend1"]), (0, 5), "{s}");
 

@@ -67,13 +67,7 @@ impl Servers {
                 .spawn(move || serve_loop(&name, listeners, udps, &stop, &conns, &served))
                 .context("spawn server thread")?
         };
-        Ok(Servers {
-            name: name.to_string(),
-            stop,
-            main: Some(main),
-            conns,
-            served,
-        })
+        Ok(Servers { name: name.to_string(), stop, main: Some(main), conns, served })
     }
 
     /// Number of HTTP requests and UDP datagrams answered so far.
@@ -113,11 +107,7 @@ fn serve_loop(
         .iter()
         .map(|l| l.as_raw_fd())
         .chain(udps.iter().map(|u| u.as_raw_fd()))
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
         .collect();
     let body = format!("{name}\n");
     let mut buf = [0u8; 2048];
@@ -126,13 +116,7 @@ fn serve_loop(
             p.revents = 0;
         }
         // SAFETY: fds is a valid array of pollfd for the duration of the call.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                TICK.as_millis() as i32,
-            )
-        };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, TICK.as_millis() as i32) };
         if n <= 0 {
             continue;
         }
@@ -140,11 +124,9 @@ fn serve_loop(
             // Accept until the backlog is empty (non-blocking listener).
             while let Ok((s, _peer)) = l.accept() {
                 let (stop, body, served) = (stop.clone(), body.clone(), served.clone());
-                let h = thread::Builder::new()
-                    .name("srv-conn".into())
-                    .spawn(move || {
-                        let _ = serve_http(s, &body, &stop, &served);
-                    });
+                let h = thread::Builder::new().name("srv-conn".into()).spawn(move || {
+                    let _ = serve_http(s, &body, &stop, &served);
+                });
                 if let Ok(h) = h {
                     let mut v = conns.lock().unwrap();
                     v.retain(|h| !h.is_finished());
@@ -170,12 +152,7 @@ fn serve_loop(
 
 /// Serves HTTP/1.1 keep-alive requests on one connection until the peer
 /// closes, the connection idles for [`SERVER_IDLE`], or `stop` is set.
-fn serve_http(
-    mut s: TcpStream,
-    body: &str,
-    stop: &AtomicBool,
-    served: &AtomicUsize,
-) -> std::io::Result<()> {
+fn serve_http(mut s: TcpStream, body: &str, stop: &AtomicBool, served: &AtomicUsize) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(TICK))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -191,17 +168,10 @@ fn serve_http(
             let line = head.lines().next().unwrap_or("");
             let mut parts = line.split_whitespace();
             let (method, path, version) = (parts.next(), parts.next(), parts.next());
-            let resp = if method == Some("GET")
-                && path.is_some_and(|p| p.starts_with('/'))
-                && version.is_some()
-            {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
+            let resp = if method == Some("GET") && path.is_some_and(|p| p.starts_with('/')) && version.is_some() {
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             } else {
-                "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
             };
             s.write_all(resp.as_bytes())?;
             served.fetch_add(1, Ordering::Relaxed);
@@ -219,11 +189,7 @@ fn serve_http(
         match s.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => return Err(e),
         }
     }
@@ -246,9 +212,7 @@ pub struct ConnResult {
 impl ConnResult {
     /// All answers came from one backend (and there was at least one).
     pub fn sticky(&self) -> bool {
-        self.backends
-            .first()
-            .is_some_and(|first| self.backends.iter().all(|b| b == first))
+        self.backends.first().is_some_and(|first| self.backends.iter().all(|b| b == first))
     }
 }
 
@@ -358,9 +322,7 @@ fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> Result<String> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
+            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
         })
         .context("no Content-Length")?;
     if len > MAX_HEAD {
@@ -421,11 +383,7 @@ pub fn udp_client(ns: &str, load: &UdpLoad) -> Result<Vec<ConnResult>> {
 
 fn udp_socket(load: &UdpLoad) -> ConnResult {
     let mut r = ConnResult::default();
-    let bind: SocketAddr = if load.target.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
-    } else {
-        "[::]:0".parse().unwrap()
-    };
+    let bind: SocketAddr = if load.target.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
     let sock = match UdpSocket::bind(bind).and_then(|s| {
         s.connect(load.target)?;
         s.set_read_timeout(Some(load.op_timeout))?;
@@ -448,17 +406,13 @@ fn udp_socket(load: &UdpLoad) -> ConnResult {
             }
             match sock.recv(&mut buf) {
                 Ok(n) => {
-                    r.backends
-                        .push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+                    r.backends.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
                     continue 'dgrams;
                 }
                 Err(e) => last_err = format!("recv: {e}"),
             }
         }
-        r.error = Some(format!(
-            "datagram {i}: no answer after {} attempts ({last_err})",
-            load.attempts
-        ));
+        r.error = Some(format!("datagram {i}: no answer after {} attempts ({last_err})", load.attempts));
         return r;
     }
     r
@@ -472,20 +426,13 @@ const GIVE_UP_AFTER: usize = 12;
 /// Runs `job(i)` for i in 0..count on `parallel` threads inside namespace
 /// `ns`. Jobs not started before `deadline` (or after an abort, or after
 /// [`GIVE_UP_AFTER`] failures without a success) fail.
-fn run_parallel<F>(
-    ns: &str,
-    count: usize,
-    parallel: usize,
-    deadline: Duration,
-    job: F,
-) -> Result<Vec<ConnResult>>
+fn run_parallel<F>(ns: &str, count: usize, parallel: usize, deadline: Duration, job: F) -> Result<Vec<ConnResult>>
 where
     F: Fn(usize) -> ConnResult + Send + Sync + 'static,
 {
     let job = Arc::new(job);
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<ConnResult>>> =
-        Arc::new(Mutex::new(vec![ConnResult::default(); count]));
+    let results: Arc<Mutex<Vec<ConnResult>>> = Arc::new(Mutex::new(vec![ConnResult::default(); count]));
     let end = Instant::now() + deadline;
     let (oks, fails) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut workers = Vec::new();
@@ -499,22 +446,12 @@ where
                     return Ok(());
                 }
                 let r = if abort_requested() {
-                    ConnResult {
-                        error: Some("interrupted".into()),
-                        ..Default::default()
-                    }
+                    ConnResult { error: Some("interrupted".into()), ..Default::default() }
                 } else if Instant::now() >= end {
+                    ConnResult { error: Some("not started: run deadline passed".into()), ..Default::default() }
+                } else if oks.load(Ordering::SeqCst) == 0 && fails.load(Ordering::SeqCst) >= GIVE_UP_AFTER {
                     ConnResult {
-                        error: Some("not started: run deadline passed".into()),
-                        ..Default::default()
-                    }
-                } else if oks.load(Ordering::SeqCst) == 0
-                    && fails.load(Ordering::SeqCst) >= GIVE_UP_AFTER
-                {
-                    ConnResult {
-                        error: Some(format!(
-                            "not started: the first {GIVE_UP_AFTER} attempts all failed"
-                        )),
+                        error: Some(format!("not started: the first {GIVE_UP_AFTER} attempts all failed")),
                         ..Default::default()
                     }
                 } else {
@@ -560,10 +497,7 @@ impl Summary {
     /// Summarises `results`; `backends` lists the names that should appear
     /// (an answer naming another backend still gets its own entry).
     pub fn new(results: &[ConnResult], backends: &[String]) -> Summary {
-        let mut s = Summary {
-            total: results.len(),
-            ..Default::default()
-        };
+        let mut s = Summary { total: results.len(), ..Default::default() };
         for b in backends {
             s.per_backend.insert(b.clone(), 0);
         }
@@ -583,8 +517,7 @@ impl Summary {
                 if !r.sticky() {
                     s.not_sticky += 1;
                     if s.errors.len() < 10 {
-                        s.errors
-                            .push(format!("moved between backends: {:?}", r.backends));
+                        s.errors.push(format!("moved between backends: {:?}", r.backends));
                     }
                 }
             }
@@ -599,11 +532,7 @@ impl Summary {
 
     /// Backends that got no connection.
     pub fn idle_backends(&self) -> Vec<String> {
-        self.per_backend
-            .iter()
-            .filter(|(_, n)| **n == 0)
-            .map(|(b, _)| b.clone())
-            .collect()
+        self.per_backend.iter().filter(|(_, n)| **n == 0).map(|(b, _)| b.clone()).collect()
     }
 
     /// Checks the end-to-end invariants: every connection succeeded and was
@@ -615,16 +544,10 @@ impl Summary {
             problems.push("no connection was attempted".to_string());
         }
         if self.failures > 0 {
-            problems.push(format!(
-                "{} of {} connections failed",
-                self.failures, self.total
-            ));
+            problems.push(format!("{} of {} connections failed", self.failures, self.total));
         }
         if self.not_sticky > 0 {
-            problems.push(format!(
-                "{} connections moved between backends",
-                self.not_sticky
-            ));
+            problems.push(format!("{} connections moved between backends", self.not_sticky));
         }
         for (b, n) in &self.per_backend {
             let share = *n as f64 / self.total.max(1) as f64;
@@ -640,11 +563,7 @@ impl Summary {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            bail!("{}\n{self}", problems.join("; "))
-        }
+        if problems.is_empty() { Ok(()) } else { bail!("{}\n{self}", problems.join("; ")) }
     }
 }
 
@@ -675,18 +594,12 @@ mod tests {
     use super::*;
 
     fn res(b: &[&str], err: Option<&str>) -> ConnResult {
-        ConnResult {
-            backends: b.iter().map(|s| s.to_string()).collect(),
-            error: err.map(str::to_string),
-        }
+        ConnResult { backends: b.iter().map(|s| s.to_string()).collect(), error: err.map(str::to_string) }
     }
 
     #[test]
     fn summary_counts() {
-        let names: Vec<String> = ["backend1", "backend2", "backend3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let names: Vec<String> = ["backend1", "backend2", "backend3"].iter().map(|s| s.to_string()).collect();
         let rs = vec![
             res(&["backend1", "backend1", "backend1"], None),
             res(&["backend2", "backend2", "backend2"], None),

@@ -38,16 +38,11 @@ fn run_case(name: &str, vip: VipSpec) {
     }
     let _serial = serial();
     let t0 = Instant::now();
-    let mut topo = Topology::new(TopologyOptions::default())
-        .unwrap_or_else(|e| panic!("{name}: topology: {e:#}"));
+    let mut topo = Topology::new(TopologyOptions::default()).unwrap_or_else(|e| panic!("{name}: topology: {e:#}"));
     let config = topo.write_config(std::slice::from_ref(&vip));
     let t_topo = t0.elapsed();
     if let Err(e) = topo.start_lb(&config) {
-        panic!(
-            "{name}: starting lb: {e:#}\nconfig {}:\n{}",
-            config.display(),
-            topo.render_config(&[vip])
-        );
+        panic!("{name}: starting lb: {e:#}\nconfig {}:\n{}", config.display(), topo.render_config(&[vip]));
     }
     let t_lb = t0.elapsed();
     let client = topo.client().ns.clone();
@@ -67,37 +62,23 @@ fn run_case(name: &str, vip: VipSpec) {
     .unwrap_or_else(|e| panic!("{name}: client: {e:#}"));
     let t_traffic = t0.elapsed();
     let summary = Summary::new(&results, &topo.backend_names());
-    println!(
-        "{name}: {} {} via {}:\n{summary}",
-        vip.protocol.as_str(),
-        vip.target(),
-        vip.forwarding.as_str()
-    );
+    println!("{name}: {} {} via {}:\n{summary}", vip.protocol.as_str(), vip.target(), vip.forwarding.as_str());
     // The path must match the forwarding mode: IPIP goes lb -> router ->
     // backend (the router forwards at least one packet per answer), l2dsr
     // goes lb -> backend and the router forwards nothing.
     let fwd_after = topo.router_forwarded().expect("router counters");
-    let forwarded = if vip.address.is_ipv4() {
-        fwd_after.0 - fwd_before.0
-    } else {
-        fwd_after.1 - fwd_before.1
-    };
+    let forwarded = if vip.address.is_ipv4() { fwd_after.0 - fwd_before.0 } else { fwd_after.1 - fwd_before.1 };
     println!("{name}: the router forwarded {forwarded} packets");
     let path = match vip.forwarding {
-        Forwarding::Ipip if forwarded < summary.answers as u64 => Err(anyhow::anyhow!(
-            "ipip: the router forwarded only {forwarded} packets for {} answers",
-            summary.answers
-        )),
-        Forwarding::L2dsr if forwarded != 0 => Err(anyhow::anyhow!(
-            "l2dsr: the router forwarded {forwarded} packets (expected none)"
-        )),
+        Forwarding::Ipip if forwarded < summary.answers as u64 => {
+            Err(anyhow::anyhow!("ipip: the router forwarded only {forwarded} packets for {} answers", summary.answers))
+        }
+        Forwarding::L2dsr if forwarded != 0 => {
+            Err(anyhow::anyhow!("l2dsr: the router forwarded {forwarded} packets (expected none)"))
+        }
         _ => Ok(()),
     };
-    if let Err(e) = summary
-        .check(0.15, 0.55)
-        .and(path)
-        .and_then(|()| topo.check_children())
-    {
+    if let Err(e) = summary.check(0.15, 0.55).and(path).and_then(|()| topo.check_children()) {
         panic!("{name}: {e:#}\n{}\n{}", topo.logs(), topo.diagnostics());
     }
     if let Err(e) = topo.stop_lb() {
@@ -115,40 +96,25 @@ fn run_case(name: &str, vip: VipSpec) {
 
 #[test]
 fn tcp_ipv4_ipip() {
-    run_case(
-        "tcp_ipv4_ipip",
-        VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING),
-    );
+    run_case("tcp_ipv4_ipip", VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING));
 }
 
 #[test]
 fn tcp_ipv4_l2dsr() {
-    run_case(
-        "tcp_ipv4_l2dsr",
-        VipSpec::tcp(VIP_V4, 80, Forwarding::L2dsr).ring_size(RING),
-    );
+    run_case("tcp_ipv4_l2dsr", VipSpec::tcp(VIP_V4, 80, Forwarding::L2dsr).ring_size(RING));
 }
 
 #[test]
 fn tcp_ipv6_ipip() {
-    run_case(
-        "tcp_ipv6_ipip",
-        VipSpec::tcp(VIP_V6, 80, Forwarding::Ipip).ring_size(RING),
-    );
+    run_case("tcp_ipv6_ipip", VipSpec::tcp(VIP_V6, 80, Forwarding::Ipip).ring_size(RING));
 }
 
 #[test]
 fn tcp_ipv6_l2dsr() {
-    run_case(
-        "tcp_ipv6_l2dsr",
-        VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr).ring_size(RING),
-    );
+    run_case("tcp_ipv6_l2dsr", VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr).ring_size(RING));
 }
 
 #[test]
 fn udp_ipv4_ipip() {
-    run_case(
-        "udp_ipv4_ipip",
-        VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING),
-    );
+    run_case("udp_ipv4_ipip", VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING));
 }

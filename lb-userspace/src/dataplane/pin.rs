@@ -43,6 +43,8 @@ pub enum PinError {
     Io { what: &'static str, path: String, source: std::io::Error },
     #[error("pinned link {path}: {detail}")]
     Link { path: String, detail: String },
+    #[error("{path} is not on a bpffs mount: mount one with `mount -t bpf bpf /sys/fs/bpf`, or set global.pin_path")]
+    NotBpffs { path: String },
 }
 
 /// The pinned objects of one interface.
@@ -84,6 +86,7 @@ impl Dataplane {
     /// (and, at `attach_pinned`, the link) that a previous agent left.
     /// Returns whether there was state to adopt.
     pub fn open_pinned(base: &Path, iface: &str) -> Result<(Dataplane, bool)> {
+        require_bpffs(base)?;
         refuse_other_layouts(base, iface)?;
         let dir = pin_dir(base, iface);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
@@ -155,6 +158,10 @@ impl Dataplane {
             }
         }
         std::fs::remove_dir(&pins.dir).map_err(io("removing", &pins.dir))?;
+        // The version directory too, once no interface uses it.
+        if let Some(version_dir) = pins.dir.parent() {
+            let _ = std::fs::remove_dir(version_dir);
+        }
         Ok(())
     }
 
@@ -196,6 +203,21 @@ impl Dataplane {
         }
         Ok(applied)
     }
+}
+
+/// Pins outside bpffs would fail late and obscurely (and `ip netns exec`
+/// hides the host's bpffs behind a fresh /sys): say so up front.
+fn require_bpffs(base: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let existing = base.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed statfs to fill.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
+    if rc != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+        return Err(PinError::NotBpffs { path: existing.display().to_string() }.into());
+    }
+    Ok(())
 }
 
 /// Refuses to start next to pinned state of another layout version for the

@@ -11,9 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lb_tests::netns::{abort_requested, install_abort_on_signals, is_root};
-use lb_tests::topology::{
-    Forwarding, Proto, Topology, TopologyOptions, VIP_V4, VIP_V6, VipSpec, default_lb_bin,
-};
+use lb_tests::topology::{Forwarding, Proto, Topology, TopologyOptions, VIP_V4, VIP_V6, VipSpec, default_lb_bin};
 use lb_tests::traffic::{Summary, TcpLoad, UdpLoad, tcp_client, udp_client};
 
 const USAGE: &str = "\
@@ -59,12 +57,8 @@ fn parse_args() -> Result<Option<PathBuf>> {
                 print!("{USAGE}");
                 return Ok(None);
             }
-            "--lb-bin" => {
-                lb_bin = Some(PathBuf::from(args.next().context("--lb-bin needs a PATH")?))
-            }
-            s if s.starts_with("--lb-bin=") => {
-                lb_bin = Some(PathBuf::from(&s["--lb-bin=".len()..]))
-            }
+            "--lb-bin" => lb_bin = Some(PathBuf::from(args.next().context("--lb-bin needs a PATH")?)),
+            s if s.starts_with("--lb-bin=") => lb_bin = Some(PathBuf::from(&s["--lb-bin=".len()..])),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
@@ -84,49 +78,22 @@ fn check_abort() -> Result<()> {
 
 fn run(lb_bin: PathBuf) -> Result<bool> {
     let t0 = Instant::now();
-    let opts = TopologyOptions {
-        lb_bin: Some(lb_bin),
-        ..Default::default()
-    };
+    let opts = TopologyOptions { lb_bin: Some(lb_bin), ..Default::default() };
     println!("building the topology (client, lb, router, 3 backends) ...");
     let mut topo = Topology::new(opts)?;
     check_abort()?;
-    println!(
-        "  namespaces {}{{switch,client,lb,router,backend1..3}}, built in {:.2?}",
-        topo.prefix(),
-        t0.elapsed()
-    );
+    println!("  namespaces {}{{switch,client,lb,router,backend1..3}}, built in {:.2?}", topo.prefix(), t0.elapsed());
     let cases = [
-        Case {
-            vip: VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip),
-            count: 300,
-            per_conn: 3,
-        },
-        Case {
-            vip: VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip),
-            count: 50,
-            per_conn: 3,
-        },
-        Case {
-            vip: VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr),
-            count: 100,
-            per_conn: 3,
-        },
+        Case { vip: VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip), count: 300, per_conn: 3 },
+        Case { vip: VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip), count: 50, per_conn: 3 },
+        Case { vip: VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr), count: 100, per_conn: 3 },
     ];
     let vips: Vec<VipSpec> = cases.iter().map(|c| c.vip.clone()).collect();
     let config = topo.write_config(&vips);
-    println!(
-        "starting `lb run --config {}` in {} ...",
-        config.display(),
-        topo.lb().ns
-    );
+    println!("starting `lb run --config {}` in {} ...", config.display(), topo.lb().ns);
     let t1 = Instant::now();
     topo.start_lb(&config)?;
-    println!(
-        "  lb ready after {:.2?} (native XDP on {})",
-        t1.elapsed(),
-        topo.lb().ifname
-    );
+    println!("  lb ready after {:.2?} (native XDP on {})", t1.elapsed(), topo.lb().ifname);
 
     let client = topo.client().ns.clone();
     let names = topo.backend_names();
@@ -149,11 +116,7 @@ fn run(lb_bin: PathBuf) -> Result<bool> {
         };
         check_abort()?;
         let fwd_after = topo.router_forwarded()?;
-        let routed = if c.vip.address.is_ipv4() {
-            fwd_after.0 - fwd_before.0
-        } else {
-            fwd_after.1 - fwd_before.1
-        };
+        let routed = if c.vip.address.is_ipv4() { fwd_after.0 - fwd_before.0 } else { fwd_after.1 - fwd_before.1 };
         outcomes.push(Outcome {
             routed,
             label: label(&c.vip),
@@ -164,6 +127,8 @@ fn run(lb_bin: PathBuf) -> Result<bool> {
         });
     }
     let children = topo.check_children();
+    // lb's own view of the same traffic (informative; not checked).
+    let lb_stats = topo.lb_cli(&["stats"]);
 
     // Table.
     println!();
@@ -171,10 +136,7 @@ fn run(lb_bin: PathBuf) -> Result<bool> {
     for n in &names {
         header.push_str(&format!(" {n:>13}"));
     }
-    header.push_str(&format!(
-        " {:>7} {:>6} {:>6} {:>7} {:>7}",
-        "sticky", "moved", "failed", "routed", "time"
-    ));
+    header.push_str(&format!(" {:>7} {:>6} {:>6} {:>7} {:>7}", "sticky", "moved", "failed", "routed", "time"));
     println!("{header}");
     println!("{}", "-".repeat(header.len()));
     for o in &outcomes {
@@ -205,13 +167,7 @@ fn run(lb_bin: PathBuf) -> Result<bool> {
         let s = &o.summary;
         good += s.sticky_ok();
         total += s.total;
-        println!(
-            "{}/{} {} stayed on one backend ({})",
-            s.sticky_ok(),
-            s.total,
-            o.unit,
-            o.label
-        );
+        println!("{}/{} {} stayed on one backend ({})", s.sticky_ok(), s.total, o.unit, o.label);
         for e in &s.errors {
             println!("  {}: {e}", o.label);
         }
@@ -222,6 +178,10 @@ fn run(lb_bin: PathBuf) -> Result<bool> {
         ok &= s.failures == 0 && s.not_sticky == 0 && idle.is_empty();
     }
     println!("total: {good}/{total} connections and sockets stayed on one backend");
+    match lb_stats {
+        Ok(out) => println!("\n`lb stats` in {}:\n{}", topo.lb().ns, out.trim_end()),
+        Err(e) => println!("\n(`lb stats` unavailable: {e:#})"),
+    }
     if let Err(e) = children {
         println!("{e:#}");
         ok = false;

@@ -1,0 +1,435 @@
+//! The one task that owns the data path. Everything that changes what the
+//! maps hold (a reload, an API call, a health transition) is a message to
+//! this task, so changes are applied one at a time, each as a diff between
+//! the wanted and the applied state.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{
+    health::{CheckSpec, Health, HealthEvent, HealthMonitor, ProbeStatus, Target},
+    state,
+};
+use crate::{
+    config::{AdminState, BackendSpec, CheckKind, Config, ConfigError, VipId, VipSpec},
+    dataplane::Dataplane,
+};
+
+/// A change asked for through the API.
+#[derive(Debug)]
+pub enum Change {
+    AddVip(VipSpec),
+    DelVip(VipId),
+    AddBackend(VipId, BackendSpec),
+    DelBackend(VipId, IpAddr),
+    SetState(VipId, IpAddr, AdminState),
+}
+
+pub enum Request {
+    Status(oneshot::Sender<Status>),
+    Metrics(oneshot::Sender<String>),
+    Reload(oneshot::Sender<Result<String, ApiError>>),
+    Change(Change, oneshot::Sender<Result<String, ApiError>>),
+}
+
+/// An API error: an HTTP status and a message that names the problem.
+#[derive(Clone, Debug, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        ApiError::new(400, e.to_string())
+    }
+}
+
+/// Cheap, cloneable way to talk to the owner.
+#[derive(Clone)]
+pub struct OwnerHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl OwnerHandle {
+    pub fn new(tx: mpsc::Sender<Request>) -> Self {
+        OwnerHandle { tx }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ApiError::new(503, "the agent is shutting down");
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    pub async fn status(&self) -> Result<Status, ApiError> {
+        self.ask(Request::Status).await
+    }
+
+    pub async fn metrics(&self) -> Result<String, ApiError> {
+        self.ask(Request::Metrics).await
+    }
+
+    pub async fn reload(&self) -> Result<String, ApiError> {
+        self.ask(Request::Reload).await?
+    }
+
+    pub async fn change(&self, change: Change) -> Result<String, ApiError> {
+        self.ask(|reply| Request::Change(change, reply)).await?
+    }
+}
+
+/// `lb status --json`: everything an operator looks at.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub interface: String,
+    pub config_file: String,
+    pub layout_version: u32,
+    pub uptime_s: u64,
+    pub vips: Vec<VipStatus>,
+    /// Every `lb_common::stats` counter by label (packets).
+    pub counters: HashMap<String, u64>,
+    pub transitions: Vec<Transition>,
+    pub table_rebuilds: u64,
+    pub last_rebuild_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VipStatus {
+    pub vip: String,
+    pub forwarding: crate::config::Forwarding,
+    pub ring_size: u32,
+    pub health_check: Option<CheckKind>,
+    pub all_down: crate::config::AllDown,
+    /// Every admin-up backend is down and the VIP uses them anyway.
+    pub failing_open: bool,
+    /// Digest of the live Maglev table (backend addresses per entry): equal
+    /// on every lb instance that holds the same backend set.
+    pub fingerprint: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendStatus {
+    pub address: IpAddr,
+    pub weight: u32,
+    pub effective_weight: u32,
+    pub state: AdminState,
+    pub health: Health,
+    pub placement: state::Placement,
+    pub packets: u64,
+    pub bytes: u64,
+    pub probe: Option<ProbeStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Transition {
+    pub at_unix_ms: u64,
+    pub vip: String,
+    pub backend: IpAddr,
+    pub health: Health,
+    pub reason: String,
+}
+
+/// Transitions kept for status.
+const TRANSITIONS_KEPT: usize = 100;
+
+pub struct Owner {
+    dp: Dataplane,
+    config: Config,
+    config_path: PathBuf,
+    interface: String,
+    health: HashMap<Target, Health>,
+    monitor: HealthMonitor,
+    /// The effective configuration the maps hold.
+    applied: Option<Config>,
+    transitions: VecDeque<Transition>,
+    started: Instant,
+    rebuilds: u64,
+    rebuild_seconds: f64,
+    last_rebuild: Duration,
+}
+
+impl Owner {
+    pub fn new(dp: Dataplane, config: Config, config_path: PathBuf, interface: String, monitor: HealthMonitor) -> Self {
+        Owner {
+            dp,
+            config,
+            config_path,
+            interface,
+            health: HashMap::new(),
+            monitor,
+            applied: None,
+            transitions: VecDeque::new(),
+            started: Instant::now(),
+            rebuilds: 0,
+            rebuild_seconds: 0.0,
+            last_rebuild: Duration::ZERO,
+        }
+    }
+
+    /// Attaches the balancer through its pinned link.
+    pub fn attach(&mut self, iface: &str, mode: crate::config::XdpModeSetting) -> anyhow::Result<()> {
+        Ok(self.dp.attach_pinned(iface, mode)?)
+    }
+
+    /// Makes the maps and the probes match the wanted state.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        self.health.retain(|t, _| {
+            self.config.vips.iter().any(|v| v.key() == t.vip && v.backends.iter().any(|b| b.address == t.backend))
+        });
+        let wanted = state::effective(&self.config, &self.health);
+        if self.applied.as_ref() != Some(&wanted) {
+            let started = Instant::now();
+            let report = self.dp.apply(&wanted)?;
+            self.last_rebuild = started.elapsed();
+            self.rebuilds += 1;
+            self.rebuild_seconds += self.last_rebuild.as_secs_f64();
+            info!(?report, took_ms = self.last_rebuild.as_secs_f64() * 1e3, "data path updated");
+            self.applied = Some(wanted);
+        }
+        self.monitor.sync(&self.probe_targets());
+        Ok(())
+    }
+
+    fn probe_targets(&self) -> Vec<(Target, CheckSpec, Health)> {
+        let mut out = Vec::new();
+        for vip in &self.config.vips {
+            let Some(hc) = &vip.health_check else { continue };
+            let spec = CheckSpec::from_config(hc, vip.port);
+            for b in vip.backends.iter().filter(|b| b.state != AdminState::Maint) {
+                let target = Target { vip: vip.key(), backend: b.address };
+                out.push((target, spec.clone(), self.health.get(&target).copied().unwrap_or(Health::Up)));
+            }
+        }
+        out
+    }
+
+    /// Serves requests and health events until cancelled; returns the data
+    /// path so the caller decides whether to leave it running.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut events: mpsc::Receiver<HealthEvent>,
+        cancel: CancellationToken,
+    ) -> Dataplane {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(req) = requests.recv() => self.handle(req),
+                Some(ev) = events.recv() => self.on_health(ev),
+            }
+        }
+        self.dp
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(super::metrics::render(&self.status(), self.rebuild_seconds));
+            }
+            Request::Reload(reply) => {
+                let _ = reply.send(self.reload());
+            }
+            Request::Change(change, reply) => {
+                let _ = reply.send(self.change(change));
+            }
+        }
+    }
+
+    /// Re-reads the file; an invalid file changes nothing.
+    pub fn reload(&mut self) -> Result<String, ApiError> {
+        let next = Config::load(&self.config_path)?;
+        if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
+            warn!("global.interface changed in the file; it takes effect at the next start");
+        }
+        self.replace(next)?;
+        Ok(format!("reloaded {} ({} VIPs)", self.config_path.display(), self.config.vips.len()))
+    }
+
+    fn change(&mut self, change: Change) -> Result<String, ApiError> {
+        let not_found = |what: String| ApiError::new(404, what);
+        let (next, done) = match change {
+            Change::AddVip(spec) => {
+                let next = self.config.with_vip(spec)?;
+                let vip = next.vips.last().expect("just added").to_string();
+                (next, format!("added VIP {vip}"))
+            }
+            Change::DelVip(id) => {
+                if self.config.vip(&id).is_none() {
+                    return Err(not_found(format!("no VIP {id}")));
+                }
+                let mut next = self.config.clone();
+                next.vips.retain(|v| v.id() != id);
+                (next, format!("removed VIP {id}"))
+            }
+            Change::AddBackend(id, spec) => {
+                let vip = self.config.vip(&id).ok_or_else(|| not_found(format!("no VIP {id}")))?;
+                let (address, forwarding) = (spec.address, vip.forwarding);
+                let key = format!("backend {address}");
+                let backend = spec.validate(&key, id.address, forwarding)?;
+                let next = self.config.with_backends(&id, |list| {
+                    list.push(backend);
+                    Ok(())
+                })?;
+                (next, format!("added backend {address} to {id}"))
+            }
+            Change::DelBackend(id, address) => {
+                self.find_backend(&id, address)?;
+                let next = self.config.with_backends(&id, |list| {
+                    list.retain(|b| b.address != address);
+                    Ok(())
+                })?;
+                (next, format!("removed backend {address} from {id}"))
+            }
+            Change::SetState(id, address, new_state) => {
+                self.find_backend(&id, address)?;
+                let next = self.config.with_backends(&id, |list| {
+                    for b in list.iter_mut().filter(|b| b.address == address) {
+                        b.state = new_state;
+                    }
+                    Ok(())
+                })?;
+                (next, format!("backend {address} of {id} is now {new_state:?}").to_lowercase())
+            }
+        };
+        self.replace(next)?;
+        info!("{done}");
+        Ok(done)
+    }
+
+    fn find_backend(&self, id: &VipId, address: IpAddr) -> Result<(), ApiError> {
+        let vip = self.config.vip(id).ok_or_else(|| ApiError::new(404, format!("no VIP {id}")))?;
+        if !vip.backends.iter().any(|b| b.address == address) {
+            return Err(ApiError::new(404, format!("no backend {address} in {id}")));
+        }
+        Ok(())
+    }
+
+    /// Switches to `next`; if the kernel refuses it, the previous
+    /// configuration is restored so nothing is half-applied.
+    fn replace(&mut self, next: Config) -> Result<(), ApiError> {
+        let previous = std::mem::replace(&mut self.config, next);
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "applying failed; restoring the previous configuration");
+            self.config = previous;
+            self.applied = None;
+            if let Err(e2) = self.sync() {
+                warn!(error = %e2, "restoring the previous configuration failed too");
+            }
+            return Err(ApiError::new(500, format!("the data path refused the change: {e:#}")));
+        }
+        Ok(())
+    }
+
+    fn on_health(&mut self, ev: HealthEvent) {
+        let Some(vip) = self.config.vips.iter().find(|v| v.key() == ev.target.vip) else { return };
+        let vip_name = vip.to_string();
+        info!(vip = %vip_name, backend = %ev.target.backend, health = ?ev.health, reason = %ev.reason, "backend health changed");
+        self.health.insert(ev.target, ev.health);
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(Transition {
+            at_unix_ms: unix_ms(),
+            vip: vip_name,
+            backend: ev.target.backend,
+            health: ev.health,
+            reason: ev.reason,
+        });
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "updating the data path after a health change failed");
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let vip_counters: HashMap<_, _> = self.dp.vip_counters().unwrap_or_default().into_iter().collect();
+        let backend_counters: HashMap<_, _> =
+            self.dp.backend_counters().unwrap_or_default().into_iter().map(|(v, a, c)| ((v, a), c)).collect();
+        let vips = self
+            .config
+            .vips
+            .iter()
+            .map(|vip| {
+                let open = state::fail_open(vip, &self.health);
+                let key = vip.key();
+                let c = vip_counters.get(&key).copied().unwrap_or_default();
+                let backends = vip
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let health = state::health_of(vip, b, &self.health);
+                        let (placement, effective_weight) = state::placement(vip, b, health, open);
+                        let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
+                        let probe = self.monitor.status(&Target { vip: key, backend: b.address });
+                        BackendStatus {
+                            address: b.address,
+                            weight: b.weight,
+                            effective_weight,
+                            state: b.state,
+                            health,
+                            placement,
+                            packets: c.packets,
+                            bytes: c.bytes,
+                            probe,
+                        }
+                    })
+                    .collect();
+                VipStatus {
+                    vip: vip.to_string(),
+                    forwarding: vip.forwarding,
+                    ring_size: vip.ring_size,
+                    health_check: vip.health_check.as_ref().map(|h| h.kind.clone()),
+                    all_down: vip.all_down,
+                    failing_open: open,
+                    fingerprint: self.dp.fingerprint(&key).map(|f| format!("{f:016x}")).unwrap_or_default(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    backends,
+                }
+            })
+            .collect();
+        let counters = self
+            .dp
+            .stats()
+            .map(|s| lb_common::stats::LABELS.iter().zip(s).map(|(l, c)| (l.to_string(), c.packets)).collect())
+            .unwrap_or_default();
+        Status {
+            interface: self.interface.clone(),
+            config_file: self.config_path.display().to_string(),
+            layout_version: lb_common::LAYOUT_VERSION,
+            uptime_s: self.started.elapsed().as_secs(),
+            vips,
+            counters,
+            transitions: self.transitions.iter().cloned().collect(),
+            table_rebuilds: self.rebuilds,
+            last_rebuild_ms: self.last_rebuild.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
