@@ -57,6 +57,31 @@ impl fmt::Display for Mac {
     }
 }
 
+/// Where encapsulated packets go: a fixed MAC, or the MAC of the
+/// interface's IPv4 default gateway found in the neighbour table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    Mac(Mac),
+    Auto,
+}
+
+impl FromStr for NextHop {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" { Ok(NextHop::Auto) } else { s.parse().map(NextHop::Mac).map_err(|e| format!("{e}, or \"auto\"")) }
+    }
+}
+
+impl Config {
+    /// Replaces `nexthop_mac = "auto"` by the gateway's MAC on `iface`.
+    pub fn resolve_nexthop(&mut self, iface: &str) -> Result<(), crate::neighbour::NeighbourError> {
+        if self.global.nexthop_mac == Some(NextHop::Auto) {
+            self.global.nexthop_mac = Some(NextHop::Mac(crate::neighbour::gateway_mac(iface)?));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeSetting {
@@ -201,7 +226,7 @@ pub struct Global {
     pub interface: Option<String>,
     pub xdp_mode: XdpModeSetting,
     pub forwarding: Forwarding,
-    pub nexthop_mac: Option<Mac>,
+    pub nexthop_mac: Option<NextHop>,
     pub tunnel_source_v4: Option<Ipv4Addr>,
     pub tunnel_source_v6: Option<Ipv6Addr>,
     pub control_socket: PathBuf,
@@ -437,7 +462,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let nexthop_mac = g
         .nexthop_mac
         .as_deref()
-        .map(|s| s.parse::<Mac>().map_err(|e| invalid("global.nexthop_mac", e)))
+        .map(|s| s.parse::<NextHop>().map_err(|e| invalid("global.nexthop_mac", e)))
         .transpose()?;
     let metrics_listen = g.metrics_listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.parse().unwrap());
     let global = Global {

@@ -6,4 +6,5 @@ pub mod config;
 pub mod dataplane;
 pub mod decap;
 pub mod maglev;
+pub mod neighbour;
 pub mod objects;

@@ -36,13 +36,14 @@ pub struct RunOptions {
 
 /// Runs until SIGINT/SIGTERM. `ready` is called once traffic flows.
 pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
-    let config = Config::load(&opts.config)?;
+    let mut config = Config::load(&opts.config)?;
     let iface = opts
         .iface
         .clone()
         .or_else(|| config.global.interface.clone())
         .context("no interface: set global.interface or pass --iface")?;
     let mode = opts.xdp_mode.unwrap_or(config.global.xdp_mode);
+    config.resolve_nexthop(&iface)?;
     let global = config.global.clone();
     // Bound first: a second agent, or a busy port, fails before the data
     // path is touched.

@@ -261,7 +261,8 @@ impl Owner {
 
     /// Re-reads the file; an invalid file changes nothing.
     pub fn reload(&mut self) -> Result<String, ApiError> {
-        let next = Config::load(&self.config_path)?;
+        let mut next = Config::load(&self.config_path)?;
+        next.resolve_nexthop(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
         }

@@ -98,3 +98,11 @@ fn the_shipped_example_is_valid() {
     let c = Config::load(std::path::Path::new(path)).unwrap();
     assert_eq!(c.vips.len(), 3);
 }
+
+#[test]
+fn nexthop_auto_is_accepted() {
+    let c = Config::from_toml_str(&GOOD.replace("\"02:00:00:00:00:fe\"", "\"auto\"")).unwrap();
+    assert_eq!(c.global.nexthop_mac, Some(NextHop::Auto));
+    let e = err(&GOOD.replace("\"02:00:00:00:00:fe\"", "\"automatic\""));
+    assert!(e.starts_with("global.nexthop_mac:") && e.contains("\"auto\""), "{e}");
+}

@@ -29,7 +29,7 @@ mod query;
 pub use pin::PinError;
 
 use crate::{
-    config::{Config, Forwarding, Mac, XdpModeSetting},
+    config::{Config, Forwarding, Mac, NextHop, XdpModeSetting},
     maglev,
 };
 
@@ -152,7 +152,11 @@ impl Dataplane {
         let global = GlobalConfig {
             tunnel_src_v6: g.tunnel_source_v6.map(|a| addr_words(a.into())).unwrap_or_default(),
             tunnel_src_v4: g.tunnel_source_v4.map(|a| addr_words(a.into())[0]).unwrap_or_default(),
-            nexthop_mac: g.nexthop_mac.map(|m| m.0).unwrap_or_default(),
+            nexthop_mac: match g.nexthop_mac {
+                Some(NextHop::Mac(m)) => m.0,
+                // Unresolved "auto" never reaches here: the agent resolves it first.
+                Some(NextHop::Auto) | None => [0; 6],
+            },
             _pad: [0; 2],
         };
         if self.applied.config != Some(global) {
