@@ -64,8 +64,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Verdict {
         return (PASS, stats::PASS_NOT_VIP);
     };
     counters::vip(meta.slot, bytes);
-    let hash = flow_hash(&pkt.flow);
-    let (id, backend) = match choose(&pkt, &meta, hash) {
+    let (id, backend, hash) = match choose(&pkt, &meta) {
         Ok(chosen) => chosen,
         Err(reason) => return (DROP, reason),
     };
@@ -78,15 +77,16 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Verdict {
 
 /// The flow's backend: from the connection table when it has a live entry,
 /// else from the ring (and then remembered). A TCP SYN always takes the ring,
-/// so a reused 5-tuple follows the current backend set.
+/// so a reused 5-tuple follows the current backend set. The flow hash is
+/// computed only when needed (a table hit of an IPv4 flow never needs it).
 #[inline(always)]
-fn choose(pkt: &Packet, meta: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), u32> {
+fn choose(pkt: &Packet, meta: &VipMeta) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let syn = pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
     if !syn {
         match conntrack::lookup(&pkt.flow) {
             Lookup::Hit(id, backend) => {
                 counters::stat(stats::CONNTRACK_HIT, 0);
-                return Ok((id, backend));
+                return Ok((id, backend, None));
             }
             Lookup::Stale => counters::stat(stats::CONNTRACK_REPICK, 0),
             Lookup::Miss => counters::stat(stats::CONNTRACK_MISS, 0),
@@ -94,16 +94,17 @@ fn choose(pkt: &Packet, meta: &VipMeta, hash: u32) -> Result<(u32, &'static Back
     } else {
         counters::stat(stats::CONNTRACK_MISS, 0);
     }
+    let hash = flow_hash(&pkt.flow);
     let id = select::ring_pick(meta, hash).ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
     if !conntrack::insert(&pkt.flow, id, backend) {
         counters::stat(stats::CONNTRACK_FULL, 0);
     }
-    Ok((id, backend))
+    Ok((id, backend, Some(hash)))
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, hash: u32) -> Verdict {
+fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, hash: Option<u32>) -> Verdict {
     let Some(l2) = SavedL2::read(ctx, &pkt.l2) else {
         return (DROP, stats::DROP_MALFORMED);
     };
@@ -122,19 +123,13 @@ fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, ha
     let done = if pkt.flow.family == FAMILY_V4 {
         encap::ipip_v4(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v4, backend.addr[0], pkt.ip_len, pkt.tos, pkt.df)
     } else {
-        encap::ipip_v6(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v6, backend.addr, pkt.ip_len, pkt.tos, hash & 0xf_ffff)
+        let label = hash.unwrap_or_else(|| flow_hash(&pkt.flow)) & 0xf_ffff;
+        encap::ipip_v6(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v6, backend.addr, pkt.ip_len, pkt.tos, label)
     };
     match done {
         Some(()) => (TX, stats::TX_IPIP),
         None => (DROP, stats::DROP_ENCAP),
     }
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // The verifier rejects any path that could reach here; nothing can.
-    unsafe { core::hint::unreachable_unchecked() }
 }
 
 #[unsafe(link_section = "license")]
