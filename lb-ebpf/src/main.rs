@@ -5,6 +5,9 @@
 //! reason in `STATS` (see `lb_common::stats`).
 #![no_std]
 #![no_main]
+// Map keys go by reference: passing them by value would copy them onto the
+// 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod balancer;
 

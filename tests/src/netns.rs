@@ -79,6 +79,51 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What a command that may fail printed, and how it exited.
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for CmdOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {:?}; stdout: {:?}; stderr: {:?}", self.code, self.stdout.trim_end(), self.stderr.trim_end())
+    }
+}
+
+/// Runs a command to completion and returns its exit code and output,
+/// whatever the code (for tests of exit codes and error messages). Fails
+/// only when the command cannot be started.
+pub fn run_status(program: &str, args: &[&str]) -> Result<CmdOutput> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run `{}`", render(program, args)))?;
+    Ok(CmdOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// [`run_status`] of `PROGRAM ARGS...` inside namespace `ns`. `ip netns
+/// exec` execs the program, so the exit code is the program's own.
+pub fn exec_in_status(ns: &str, program: &str, args: &[&str]) -> Result<CmdOutput> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    run_status("ip", &full)
+}
+
 /// `ip ARGS...` in the current (host) namespace. Use only for `ip netns ...`
 /// and for commands that name a namespace with `-n`.
 pub fn ip(args: &[&str]) -> Result<String> {
@@ -564,6 +609,20 @@ impl ChildGuard {
                 Err(_) => break None,
             }
         };
+        self.join_drain();
+        status
+    }
+
+    /// SIGKILL (no chance to clean up: what a crash looks like), then reaps
+    /// the child. Returns its exit status (killed by signal 9).
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            self.join_drain();
+            return Some(status);
+        }
+        let _ = child.kill();
+        let status = child.wait().ok();
         self.join_drain();
         status
     }

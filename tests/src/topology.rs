@@ -272,11 +272,14 @@ pub struct VipSpec {
     pub backends: Option<Vec<usize>>,
     /// Weight per backend used (same order as `backends`); `None`: omitted.
     pub weights: Option<Vec<u32>>,
+    /// The VIP's `health_check` as a TOML inline table, e.g.
+    /// `{ kind = "tcp", port = 8080 }`; `None`: no health check.
+    pub health_check: Option<String>,
 }
 
 impl VipSpec {
     pub fn new(address: IpAddr, port: u16, protocol: Proto, forwarding: Forwarding) -> VipSpec {
-        VipSpec { address, port, protocol, forwarding, ring_size: None, backends: None, weights: None }
+        VipSpec { address, port, protocol, forwarding, ring_size: None, backends: None, weights: None, health_check: None }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
         VipSpec::new(address.into(), port, Proto::Tcp, forwarding)
@@ -287,6 +290,21 @@ impl VipSpec {
     pub fn ring_size(mut self, m: u32) -> VipSpec {
         self.ring_size = Some(m);
         self
+    }
+    /// Uses only these backends (0-based indices into the topology's).
+    pub fn backends(mut self, indices: &[usize]) -> VipSpec {
+        self.backends = Some(indices.to_vec());
+        self
+    }
+    /// Sets the `health_check` inline table (see [`VipSpec::health_check`]).
+    pub fn health_check(mut self, table: &str) -> VipSpec {
+        self.health_check = Some(table.to_string());
+        self
+    }
+    /// The VIP as the CLI and the API name it: `198.18.100.1:80/tcp`,
+    /// `[2001:db8:100::1]:80/tcp`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.target(), self.protocol.as_str())
     }
     /// The VIP as a socket address.
     pub fn target(&self) -> SocketAddr {
@@ -314,6 +332,9 @@ pub struct Topology {
     xdp_links: Vec<XdpLink>,
     namespaces: Vec<Netns>,
     configs: usize,
+    /// An `lb run` without `--detach-on-exit` ran (or one was killed): its
+    /// pinned maps and link may still be there; drop runs `lb detach`.
+    pins_left: bool,
 }
 
 fn mac(host: u8, side: u8) -> String {
@@ -402,6 +423,7 @@ impl Topology {
             xdp_links: Vec::new(),
             namespaces: Vec::new(),
             configs: 0,
+            pins_left: false,
         };
         // On error, `topo` is dropped here and removes what was made so far.
         topo.build()?;
@@ -659,6 +681,9 @@ impl Topology {
             if let Some(m) = v.ring_size {
                 let _ = writeln!(s, "ring_size = {m}");
             }
+            if let Some(hc) = &v.health_check {
+                let _ = writeln!(s, "health_check = {hc}");
+            }
             let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
             for (k, i) in idx.iter().enumerate() {
                 let b = &self.backends[*i];
@@ -681,6 +706,20 @@ impl Topology {
     /// Starts `lb run --config CONFIG` in the lb namespace and waits until
     /// it prints `ready`. A running lb is stopped first.
     pub fn start_lb(&mut self, config: &Path) -> Result<()> {
+        self.spawn_lb(config, true)
+    }
+
+    /// Like [`Topology::start_lb`], but without `--detach-on-exit`: when this
+    /// agent stops (or is killed, see [`Topology::kill_lb`]) forwarding goes
+    /// on from the pinned maps and link, and the next `lb run` adopts them.
+    /// The topology runs `lb detach` on drop if the pins may still be there;
+    /// [`Topology::detach_lb`] does it earlier.
+    pub fn start_lb_keeping_pins(&mut self, config: &Path) -> Result<()> {
+        self.pins_left = true;
+        self.spawn_lb(config, false)
+    }
+
+    fn spawn_lb(&mut self, config: &Path, detach_on_exit: bool) -> Result<()> {
         if !self.lb_bin.is_file() {
             bail!(
                 "lb binary not found at {} (build it with `cargo build -p lb-userspace`, or set LB_BIN / --lb-bin)",
@@ -692,13 +731,11 @@ impl Topology {
         self.configs += 1;
         let log = self.dir.join(format!("lb-run-{}.log", self.configs));
         let config = config.to_str().context("config path is not UTF-8")?;
-        let mut child = ChildGuard::spawn_in(
-            &self.lb.ns,
-            "lb run",
-            &self.lb_bin,
-            &["run", "--config", config, "--detach-on-exit"],
-            &log,
-        )?;
+        let mut args = vec!["run", "--config", config];
+        if detach_on_exit {
+            args.push("--detach-on-exit");
+        }
+        let mut child = ChildGuard::spawn_in(&self.lb.ns, "lb run", &self.lb_bin, &args, &log)?;
         child.wait_for_line("ready", READY_TIMEOUT)?;
         self.lb_proc = Some(child);
         Ok(())
@@ -714,6 +751,49 @@ impl Topology {
             Some(s) => bail!("lb run exited with {s} on SIGTERM\n--- stderr ---\n{}", child.log_text()),
             None => bail!("lb run: exit status unknown\n--- stderr ---\n{}", child.log_text()),
         }
+    }
+
+    /// SIGKILLs the running `lb run`, as a crash would end it: nothing is
+    /// detached or unpinned. Returns its exit status (killed by signal 9).
+    pub fn kill_lb(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.lb_proc.take().context("no lb run to kill")?;
+        self.pins_left = true;
+        child.kill().context("lb run: exit status unknown after SIGKILL")
+    }
+
+    /// Runs `lb detach --iface lb0 --pin-path PIN_PATH` in the lb namespace
+    /// (for an agent that stopped without `--detach-on-exit`), and returns
+    /// its stdout. No agent may be running.
+    pub fn detach_lb(&mut self) -> Result<String> {
+        if self.lb_proc.is_some() {
+            bail!("lb run is still running; stop it first");
+        }
+        let pin = self.pin_path();
+        let pin = pin.to_str().context("pin path is not UTF-8")?.to_string();
+        let bin = self.lb_bin.to_str().context("lb path is not UTF-8")?.to_string();
+        let out = netns::exec_in(&self.lb.ns, &bin, &["detach", "--iface", &self.lb.ifname, "--pin-path", &pin])?;
+        self.pins_left = false;
+        Ok(out)
+    }
+
+    /// Pid of the running `lb run`.
+    pub fn lb_pid(&self) -> Option<u32> {
+        self.lb_proc.as_ref().and_then(ChildGuard::pid)
+    }
+
+    /// The stderr log of the running `lb run` (empty when none runs).
+    pub fn lb_log(&self) -> String {
+        self.lb_proc.as_ref().map(ChildGuard::log_text).unwrap_or_default()
+    }
+
+    /// Like [`Topology::lb_cli`], but returns the exit code, stdout and
+    /// stderr whatever the outcome (for refused requests).
+    pub fn lb_cli_status(&self, args: &[&str]) -> Result<netns::CmdOutput> {
+        let sock = self.control_socket();
+        let mut full = vec!["--socket", sock.to_str().context("socket path is not UTF-8")?];
+        full.extend_from_slice(args);
+        let bin = self.lb_bin.to_str().context("lb path is not UTF-8")?;
+        netns::exec_in_status(&self.lb.ns, bin, &full)
     }
 
     /// Fails if `lb run` or an `lb decap` has exited.
@@ -815,6 +895,12 @@ impl Drop for Topology {
         if let Some(mut c) = self.lb_proc.take() {
             c.stop(Duration::from_secs(2));
         }
+        if self.pins_left
+            && let Err(e) = self.detach_lb()
+        {
+            // Deleting the namespace and the bpffs below frees them anyway.
+            eprintln!("lb-tests: cleanup: {e:#}");
+        }
         for c in &mut self.decaps {
             c.stop(Duration::from_secs(2));
         }
@@ -873,6 +959,7 @@ mod tests {
             xdp_links: vec![],
             namespaces: vec![],
             configs: 0,
+            pins_left: false,
         });
         let text = topo.render_config(&[
             VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(251),
