@@ -115,7 +115,13 @@ fn tunnel_case(description: &str, pkt: Packet, v6: bool) -> Case {
     output.extend_from_slice(&original[l2..]);
     // Same thing by the reference decapsulation.
     assert_eq!(output, ipip_decap(&input, l2));
-    Case { description: description.into(), input, verdict: XDP_PASS, output, counter: if v6 { decap::IP6IP6 } else { decap::IPIP } }
+    Case {
+        description: description.into(),
+        input,
+        verdict: XDP_PASS,
+        output,
+        counter: if v6 { decap::IP6IP6 } else { decap::IPIP },
+    }
 }
 
 fn untouched(description: &str, input: Vec<u8>, verdict: u32, counter: u32) -> Case {
@@ -127,38 +133,108 @@ fn cases() -> Vec<Case> {
     let c6 = || Packet::new().ipv6(CLIENT6, VIP6);
     let mut v = vec![
         tunnel_case("IPv4-in-IPv4 of a TCP SYN", c4().df().tcp(40000, 80).syn(), false),
-        tunnel_case("IPv4-in-IPv4 of a TCP segment with data and TOS", c4().tos(0xb8).tcp(40001, 80).ack().payload(b"GET / HTTP/1.0\r\n\r\n"), false),
+        tunnel_case(
+            "IPv4-in-IPv4 of a TCP segment with data and TOS",
+            c4().tos(0xb8).tcp(40001, 80).ack().payload(b"GET / HTTP/1.0\r\n\r\n"),
+            false,
+        ),
         tunnel_case("IPv4-in-IPv4 of UDP in 802.1Q", c4().dot1q(100).udp(5353, 53).payload(b"query"), false),
-        tunnel_case("IPv4-in-IPv4 in 802.1ad + 802.1Q with Ethernet padding", c4().dot1ad(1).dot1q(2).tcp(40002, 80).syn().pad_to(64), false),
+        tunnel_case(
+            "IPv4-in-IPv4 in 802.1ad + 802.1Q with Ethernet padding",
+            c4().dot1ad(1).dot1q(2).tcp(40002, 80).syn().pad_to(64),
+            false,
+        ),
         tunnel_case("IPv6-in-IPv6 of a TCP SYN", c6().tcp(40000, 80).syn(), true),
-        tunnel_case("IPv6-in-IPv6 of UDP with traffic class", c6().traffic_class(0x28).udp(5353, 53).payload(b"query"), true),
-        tunnel_case("IPv6-in-IPv6 in 802.1ad with trailing padding", c6().dot1ad(7).tcp(40003, 80).ack().pad_to(100), true),
+        tunnel_case(
+            "IPv6-in-IPv6 of UDP with traffic class",
+            c6().traffic_class(0x28).udp(5353, 53).payload(b"query"),
+            true,
+        ),
+        tunnel_case(
+            "IPv6-in-IPv6 in 802.1ad with trailing padding",
+            c6().dot1ad(7).tcp(40003, 80).ack().pad_to(100),
+            true,
+        ),
     ];
     v.push(untouched("plain IPv4 TCP (not a tunnel)", c4().tcp(1, 80).syn().build(), XDP_PASS, decap::PASS));
     v.push(untouched("plain IPv6 UDP (not a tunnel)", c6().udp(1, 53).build(), XDP_PASS, decap::PASS));
-    v.push(untouched("plain IPv4 UDP in 802.1Q (not a tunnel)", c4().dot1q(5).udp(1, 53).build(), XDP_PASS, decap::PASS));
-    v.push(untouched("IPv4 ICMP to the backend (not a tunnel)", Packet::new().ipv4(CLIENT4, BACKEND_V4).icmp_echo(1, 1).build(), XDP_PASS, decap::PASS));
-    v.push(untouched("IPv6 with a fragment header (not a tunnel)", c6().ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 1 }).udp(1, 53).build(), XDP_PASS, decap::PASS));
+    v.push(untouched(
+        "plain IPv4 UDP in 802.1Q (not a tunnel)",
+        c4().dot1q(5).udp(1, 53).build(),
+        XDP_PASS,
+        decap::PASS,
+    ));
+    v.push(untouched(
+        "IPv4 ICMP to the backend (not a tunnel)",
+        Packet::new().ipv4(CLIENT4, BACKEND_V4).icmp_echo(1, 1).build(),
+        XDP_PASS,
+        decap::PASS,
+    ));
+    v.push(untouched(
+        "IPv6 with a fragment header (not a tunnel)",
+        c6().ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 1 }).udp(1, 53).build(),
+        XDP_PASS,
+        decap::PASS,
+    ));
     v.push(untouched(
         "ARP (not IP)",
-        Packet::new().macs([0xff; 6], packet::DEFAULT_SRC_MAC).arp_request(packet::DEFAULT_SRC_MAC, CLIENT4, BACKEND_V4).pad_to(60).build(),
+        Packet::new()
+            .macs([0xff; 6], packet::DEFAULT_SRC_MAC)
+            .arp_request(packet::DEFAULT_SRC_MAC, CLIENT4, BACKEND_V4)
+            .pad_to(60)
+            .build(),
         XDP_PASS,
         decap::PASS,
     ));
     // Truncated tunnel packets: the outer header says IP-in-IP, the inner
     // header is cut short.
     let t4 = encap4(&c4().tcp(40010, 80).syn());
-    v.push(untouched("IPv4-in-IPv4 cut inside the inner IPv4 header (10 of 20 bytes)", truncated(&t4, 14 + 20 + 10), XDP_DROP, decap::DROP_MALFORMED));
-    v.push(untouched("IPv4-in-IPv4 with no inner header at all", truncated(&t4, 14 + 20), XDP_DROP, decap::DROP_MALFORMED));
+    v.push(untouched(
+        "IPv4-in-IPv4 cut inside the inner IPv4 header (10 of 20 bytes)",
+        truncated(&t4, 14 + 20 + 10),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
+    v.push(untouched(
+        "IPv4-in-IPv4 with no inner header at all",
+        truncated(&t4, 14 + 20),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
     let t4v = encap4(&c4().dot1q(9).udp(1, 53));
-    v.push(untouched("IPv4-in-IPv4 in 802.1Q cut inside the inner header (19 of 20 bytes)", truncated(&t4v, 18 + 20 + 19), XDP_DROP, decap::DROP_MALFORMED));
+    v.push(untouched(
+        "IPv4-in-IPv4 in 802.1Q cut inside the inner header (19 of 20 bytes)",
+        truncated(&t4v, 18 + 20 + 19),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
     let t6 = encap6(&c6().tcp(40011, 80).syn());
-    v.push(untouched("IPv6-in-IPv6 cut inside the inner IPv6 header (20 of 40 bytes)", truncated(&t6, 14 + 40 + 20), XDP_DROP, decap::DROP_MALFORMED));
-    v.push(untouched("IPv6-in-IPv6 cut inside the inner IPv6 header (39 of 40 bytes)", truncated(&t6, 14 + 40 + 39), XDP_DROP, decap::DROP_MALFORMED));
+    v.push(untouched(
+        "IPv6-in-IPv6 cut inside the inner IPv6 header (20 of 40 bytes)",
+        truncated(&t6, 14 + 40 + 20),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
+    v.push(untouched(
+        "IPv6-in-IPv6 cut inside the inner IPv6 header (39 of 40 bytes)",
+        truncated(&t6, 14 + 40 + 39),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
     // Cut after the inner IP header: the outer (and inner) length fields say
     // more than the frame holds.
-    v.push(untouched("IPv4-in-IPv4 cut inside the inner TCP header (outer length beyond the frame)", truncated(&t4, 14 + 20 + 20 + 10), XDP_DROP, decap::DROP_MALFORMED));
-    v.push(untouched("IPv6-in-IPv6 cut inside the inner TCP header (outer length beyond the frame)", truncated(&t6, 14 + 40 + 40 + 10), XDP_DROP, decap::DROP_MALFORMED));
+    v.push(untouched(
+        "IPv4-in-IPv4 cut inside the inner TCP header (outer length beyond the frame)",
+        truncated(&t4, 14 + 20 + 20 + 10),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
+    v.push(untouched(
+        "IPv6-in-IPv6 cut inside the inner TCP header (outer length beyond the frame)",
+        truncated(&t6, 14 + 40 + 40 + 10),
+        XDP_DROP,
+        decap::DROP_MALFORMED,
+    ));
     v
 }
 
@@ -191,12 +267,23 @@ fn decap_fixture_table() {
             println!("ok   {}", case.description);
         } else {
             let dump: String = packet::hex_dump(&case.input).lines().map(|l| format!("    {l}\n")).collect();
-            println!("FAIL: {}\n  input ({} bytes):\n{dump}  {}", case.description, case.input.len(), problems.join("\n  "));
+            println!(
+                "FAIL: {}\n  input ({} bytes):\n{dump}  {}",
+                case.description,
+                case.input.len(),
+                problems.join("\n  ")
+            );
             failures.push(case.description.clone());
         }
     }
     println!("{} cases, {} failed", cases.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {} decap cases failed:\n  {}", failures.len(), cases.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} of {} decap cases failed:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
 }
 
 #[test]

@@ -19,13 +19,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb::config::Config;
 use lb::dataplane::Dataplane;
-use lb_common::net::{
-    ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN,
-};
+use lb_common::net::{ETH_P_8021AD, ETH_P_8021Q, IPPROTO_TCP, IPPROTO_UDP, TCP_FLAG_ACK, TCP_FLAG_SYN};
 use lb_common::{FlowKey, stats};
 use lb_tests::packet::{
-    self, Ipv6Ext, Mac, Packet, TCP_FLAG_FIN, TCP_FLAG_PSH, hex_diff, ipip_encap, l2dsr, mac,
-    truncate_ip, truncated,
+    self, Ipv6Ext, Mac, Packet, TCP_FLAG_FIN, TCP_FLAG_PSH, hex_diff, ipip_encap, l2dsr, mac, truncate_ip, truncated,
 };
 
 // XDP verdicts (enum xdp_action).
@@ -429,9 +426,15 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     t.ipip("v4 TCP ACK of the same flow (established) -> same backend", p4(V4).tcp(sp, 80).ack().payload(HTTP_GET))
         .ct(Ct::Hit);
     let sp = t.sport();
-    t.ipip("v4 TCP ACK+PSH of an unseen flow (mid-stream) -> ring, IPv4-in-IPv4", p4(V4).tcp(sp, 80).flags(TCP_FLAG_ACK | TCP_FLAG_PSH).payload(HTTP_GET));
+    t.ipip(
+        "v4 TCP ACK+PSH of an unseen flow (mid-stream) -> ring, IPv4-in-IPv4",
+        p4(V4).tcp(sp, 80).flags(TCP_FLAG_ACK | TCP_FLAG_PSH).payload(HTTP_GET),
+    );
     let sp = t.sport();
-    t.ipip("v4 TCP SYN+ACK (not a SYN for the table) of an unseen flow", p4(V4).tcp(sp, 80).flags(TCP_FLAG_SYN | TCP_FLAG_ACK));
+    t.ipip(
+        "v4 TCP SYN+ACK (not a SYN for the table) of an unseen flow",
+        p4(V4).tcp(sp, 80).flags(TCP_FLAG_SYN | TCP_FLAG_ACK),
+    );
     let sp = t.sport();
     t.ipip("v4 TCP FIN+ACK of an unseen flow", p4(V4).tcp(sp, 80).flags(TCP_FLAG_FIN | TCP_FLAG_ACK));
     let sp = t.sport();
@@ -451,15 +454,34 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     let sp = t.sport();
     t.ipip("v4 UDP in one 802.1ad tag -> tag kept", p4(V4).dot1ad(200).udp(sp, 53).payload(DNS_QUERY));
     let sp = t.sport();
-    t.ipip("v4 TCP in 802.1ad + 802.1Q (QinQ) with PCP bits -> tags kept", Packet::new().vlan_tci(ETH_P_8021AD, 0xa00a).vlan_tci(ETH_P_8021Q, 0x2014).ipv4(CLIENT4, V4).df().tcp(sp, 80).syn());
+    t.ipip(
+        "v4 TCP in 802.1ad + 802.1Q (QinQ) with PCP bits -> tags kept",
+        Packet::new()
+            .vlan_tci(ETH_P_8021AD, 0xa00a)
+            .vlan_tci(ETH_P_8021Q, 0x2014)
+            .ipv4(CLIENT4, V4)
+            .df()
+            .tcp(sp, 80)
+            .syn(),
+    );
     let sp = t.sport();
     t.ipip("v4 TCP in two 802.1Q tags -> tags kept", p4(V4).dot1q(1).dot1q(2).tcp(sp, 80).ack());
     let sp = t.sport();
-    t.ipip("v4 TCP SYN in a 60-byte frame (6 bytes of padding) -> padding kept, outer length from IP", p4(V4).tcp(sp, 80).syn().pad_to(60));
+    t.ipip(
+        "v4 TCP SYN in a 60-byte frame (6 bytes of padding) -> padding kept, outer length from IP",
+        p4(V4).tcp(sp, 80).syn().pad_to(60),
+    );
     let sp = t.sport();
     t.ipip("v4 UDP in 802.1Q padded to 64 bytes -> padding kept", p4(V4).dot1q(7).udp(sp, 53).payload(b"a").pad_to(64));
     let sp = t.sport();
-    t.ipip("v4 TCP with 40 bytes of TCP options and non-zero trailer", p4(V4).tcp(sp, 80).syn().tcp_options(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]).trailer(&[0xde, 0xad, 0xbe, 0xef]));
+    t.ipip(
+        "v4 TCP with 40 bytes of TCP options and non-zero trailer",
+        p4(V4)
+            .tcp(sp, 80)
+            .syn()
+            .tcp_options(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])
+            .trailer(&[0xde, 0xad, 0xbe, 0xef]),
+    );
 
     // ---- forwarded, IPv6 in IPv6 ----
     let sp = t.sport();
@@ -471,15 +493,24 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     let sp = t.sport();
     t.ipip("v6 UDP to udp/53 -> IPv6-in-IPv6", p6(V6).udp(sp, 53).payload(DNS_QUERY));
     let sp = t.sport();
-    t.ipip("v6 TCP traffic class 0xb8, flow label 0x12345 -> outer tclass 0xb8, label = flow hash", p6(V6).traffic_class(0xb8).flow_label(0x12345).tcp(sp, 80).syn());
+    t.ipip(
+        "v6 TCP traffic class 0xb8, flow label 0x12345 -> outer tclass 0xb8, label = flow hash",
+        p6(V6).traffic_class(0xb8).flow_label(0x12345).tcp(sp, 80).syn(),
+    );
     let sp = t.sport();
-    t.ipip("v6 UDP traffic class 0x01 (ECN) -> outer tclass 0x01", p6(V6).traffic_class(0x01).udp(sp, 53).payload(b"q"));
+    t.ipip(
+        "v6 UDP traffic class 0x01 (ECN) -> outer tclass 0x01",
+        p6(V6).traffic_class(0x01).udp(sp, 53).payload(b"q"),
+    );
     let sp = t.sport();
     t.ipip("v6 TCP in one 802.1Q tag -> tag kept", p6(V6).dot1q(300).tcp(sp, 80).syn());
     let sp = t.sport();
     t.ipip("v6 UDP in 802.1ad + 802.1Q -> tags kept", p6(V6).dot1ad(10).dot1q(20).udp(sp, 53).payload(DNS_QUERY));
     let sp = t.sport();
-    t.ipip("v6 UDP with 18 bytes of trailing padding -> kept, outer length from IP", p6(V6).udp(sp, 53).payload(b"z").pad_to(81));
+    t.ipip(
+        "v6 UDP with 18 bytes of trailing padding -> kept, outer length from IP",
+        p6(V6).udp(sp, 53).payload(b"z").pad_to(81),
+    );
     let sp = t.sport();
     t.ipip("v6 TCP hop limit 1 -> forwarded, inner untouched", p6(V6).hop_limit(1).tcp(sp, 80).syn());
 
@@ -498,61 +529,152 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
 
     // ---- passed untouched ----
     let sp = t.sport();
-    t.pass("v4 TCP to a VIP in three VLAN tags (802.1ad, 802.1Q, 802.1Q)", p4(V4).dot1ad(1).dot1q(2).dot1q(3).tcp(sp, 80).syn().build(), stats::PASS_VLAN_DEPTH);
+    t.pass(
+        "v4 TCP to a VIP in three VLAN tags (802.1ad, 802.1Q, 802.1Q)",
+        p4(V4).dot1ad(1).dot1q(2).dot1q(3).tcp(sp, 80).syn().build(),
+        stats::PASS_VLAN_DEPTH,
+    );
     let sp = t.sport();
-    t.pass("v6 TCP to a VIP in three 802.1Q tags", p6(V6).dot1q(1).dot1q(2).dot1q(3).tcp(sp, 80).syn().build(), stats::PASS_VLAN_DEPTH);
-    t.pass("three VLAN tags, frame ends after the third tag", truncated(&p4(V4).dot1q(1).dot1q(2).dot1q(3).tcp(1, 80).build(), 26), stats::PASS_VLAN_DEPTH);
-    let arp = Packet::new().macs([0xff; 6], packet::DEFAULT_SRC_MAC).arp_request(packet::DEFAULT_SRC_MAC, CLIENT4, V4).pad_to(60);
+    t.pass(
+        "v6 TCP to a VIP in three 802.1Q tags",
+        p6(V6).dot1q(1).dot1q(2).dot1q(3).tcp(sp, 80).syn().build(),
+        stats::PASS_VLAN_DEPTH,
+    );
+    t.pass(
+        "three VLAN tags, frame ends after the third tag",
+        truncated(&p4(V4).dot1q(1).dot1q(2).dot1q(3).tcp(1, 80).build(), 26),
+        stats::PASS_VLAN_DEPTH,
+    );
+    let arp = Packet::new()
+        .macs([0xff; 6], packet::DEFAULT_SRC_MAC)
+        .arp_request(packet::DEFAULT_SRC_MAC, CLIENT4, V4)
+        .pad_to(60);
     t.pass("ARP request for the VIP address", arp.build(), stats::PASS_NON_IP);
     t.pass("ARP request in 802.1Q", arp.clone().dot1q(9).build(), stats::PASS_NON_IP);
-    t.pass("LLDP frame", Packet::new().macs([0x01, 0x80, 0xc2, 0, 0, 0x0e], packet::DEFAULT_SRC_MAC).raw_l3(0x88cc, &[2, 7, 4, 0, 0, 0, 0, 0, 1]).pad_to(60).build(), stats::PASS_NON_IP);
+    t.pass(
+        "LLDP frame",
+        Packet::new()
+            .macs([0x01, 0x80, 0xc2, 0, 0, 0x0e], packet::DEFAULT_SRC_MAC)
+            .raw_l3(0x88cc, &[2, 7, 4, 0, 0, 0, 0, 0, 1])
+            .pad_to(60)
+            .build(),
+        stats::PASS_NON_IP,
+    );
     let sp = t.sport();
     t.pass("v4 TCP to a non-VIP address", p4(V4_OTHER).tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
     t.pass("v4 TCP to the VIP address, other port 443", p4(V4).tcp(sp, 443).syn().build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
-    t.pass("v4 UDP to the VIP address on port 80 (a TCP VIP)", p4(V4).udp(sp, 80).payload(b"x").build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v4 UDP to the VIP address on port 80 (a TCP VIP)",
+        p4(V4).udp(sp, 80).payload(b"x").build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
     t.pass("v4 TCP to the VIP address on port 53 (a UDP VIP)", p4(V4).tcp(sp, 53).syn().build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
-    t.pass("v4 TCP from port 80 to the VIP address on a non-VIP port (reply direction)", p4(V4).tcp(80, 8000 + sp % 100).ack().build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v4 TCP from port 80 to the VIP address on a non-VIP port (reply direction)",
+        p4(V4).tcp(80, 8000 + sp % 100).ack().build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
     t.pass("v6 TCP to a non-VIP address", p6(V6_OTHER).tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
     t.pass("v6 UDP to the VIP address on port 80 (a TCP VIP)", p6(V6).udp(sp, 80).build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
     t.pass("v6 TCP to the l2dsr VIP address on port 53", p6(V6_DSR).tcp(sp, 53).syn().build(), stats::PASS_NOT_VIP);
-    t.pass("ICMP echo request to the VIP address", p4(V4).icmp_echo(7, 1).payload(b"ping").build(), stats::PASS_NOT_VIP);
-    t.pass("ICMPv6 echo request to the VIP address", p6(V6).icmp_echo(7, 1).payload(b"ping").build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "ICMP echo request to the VIP address",
+        p4(V4).icmp_echo(7, 1).payload(b"ping").build(),
+        stats::PASS_NOT_VIP,
+    );
+    t.pass(
+        "ICMPv6 echo request to the VIP address",
+        p6(V6).icmp_echo(7, 1).payload(b"ping").build(),
+        stats::PASS_NOT_VIP,
+    );
     t.pass("GRE (protocol 47) to the VIP address", p4(V4).l4_raw(47, &[0, 0, 0x08, 0]).build(), stats::PASS_NOT_VIP);
-    t.pass("GRE (protocol 47) with 16 bytes to the VIP address", p4(V4).l4_raw(47, &[0, 0, 0x08, 0, 0x45, 0, 0, 12, 0, 0, 0, 0, 1, 2, 3, 4]).build(), stats::PASS_NOT_VIP);
-    t.pass("ICMP with a 4-byte message (no id/seq) to the VIP address", p4(V4).icmp(13, 0, &[]).build(), stats::PASS_NOT_VIP);
-    t.pass("IPv4 with no upper-layer bytes (protocol 59, total length 20) to the VIP address", p4(V4).l4_raw(59, &[]).build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "GRE (protocol 47) with 16 bytes to the VIP address",
+        p4(V4).l4_raw(47, &[0, 0, 0x08, 0, 0x45, 0, 0, 12, 0, 0, 0, 0, 1, 2, 3, 4]).build(),
+        stats::PASS_NOT_VIP,
+    );
+    t.pass(
+        "ICMP with a 4-byte message (no id/seq) to the VIP address",
+        p4(V4).icmp(13, 0, &[]).build(),
+        stats::PASS_NOT_VIP,
+    );
+    t.pass(
+        "IPv4 with no upper-layer bytes (protocol 59, total length 20) to the VIP address",
+        p4(V4).l4_raw(59, &[]).build(),
+        stats::PASS_NOT_VIP,
+    );
     t.pass("ICMPv6 with a 4-byte message to the VIP address", p6(V6).icmp(135, 0, &[]).build(), stats::PASS_NOT_VIP);
     t.pass("IPv6 no-next-header (59) to the VIP address", p6(V6).l4_raw(59, &[]).build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
-    t.pass("v4 TCP to a VIP behind a 0x9100 tag (not a walked TPID)", p4(V4).vlan(0x9100, 5).tcp(sp, 80).syn().build(), stats::PASS_NON_IP);
+    t.pass(
+        "v4 TCP to a VIP behind a 0x9100 tag (not a walked TPID)",
+        p4(V4).vlan(0x9100, 5).tcp(sp, 80).syn().build(),
+        stats::PASS_NON_IP,
+    );
     t.pass("ARP in 802.1ad + 802.1Q", arp.clone().dot1ad(1).dot1q(2).build(), stats::PASS_NON_IP);
     let sp = t.sport();
-    t.pass("v4 first fragment (MF) to a non-VIP address", p4(V4_OTHER).mf().tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
-    t.pass("v4 non-first fragment to a non-VIP address", p4(V4_OTHER).frag_offset(100).l4_raw(IPPROTO_UDP, &[1; 16]).build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v4 first fragment (MF) to a non-VIP address",
+        p4(V4_OTHER).mf().tcp(sp, 80).syn().build(),
+        stats::PASS_NOT_VIP,
+    );
+    t.pass(
+        "v4 non-first fragment to a non-VIP address",
+        p4(V4_OTHER).frag_offset(100).l4_raw(IPPROTO_UDP, &[1; 16]).build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
-    t.pass("v4 with IP options (IHL 6) to a non-VIP address", p4(V4_OTHER).ipv4_options(&[0x94, 4, 0, 0]).tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v4 with IP options (IHL 6) to a non-VIP address",
+        p4(V4_OTHER).ipv4_options(&[0x94, 4, 0, 0]).tcp(sp, 80).syn().build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
-    t.pass("v6 fragment header to a non-VIP address", p6(V6_OTHER).ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 1 }).udp(sp, 53).build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v6 fragment header to a non-VIP address",
+        p6(V6_OTHER).ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 1 }).udp(sp, 53).build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
-    t.pass("v6 hop-by-hop header to a non-VIP address", p6(V6_OTHER).ext(Ipv6Ext::HopByHop(vec![5, 2, 0, 0])).tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v6 hop-by-hop header to a non-VIP address",
+        p6(V6_OTHER).ext(Ipv6Ext::HopByHop(vec![5, 2, 0, 0])).tcp(sp, 80).syn().build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
-    t.pass("v6 routing header to a non-VIP address", p6(V6_OTHER).ext(Ipv6Ext::Routing { routing_type: 4, segments_left: 0, data: vec![] }).tcp(sp, 80).syn().build(), stats::PASS_NOT_VIP);
+    t.pass(
+        "v6 routing header to a non-VIP address",
+        p6(V6_OTHER)
+            .ext(Ipv6Ext::Routing { routing_type: 4, segments_left: 0, data: vec![] })
+            .tcp(sp, 80)
+            .syn()
+            .build(),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
     let f = p4(V4_OTHER).tcp(sp, 80).syn().build();
-    t.pass("v4 TCP header truncated (10 of 20 bytes, IP length agrees) to a non-VIP address", truncate_ip(&f, 14, 30), stats::PASS_NOT_VIP);
+    t.pass(
+        "v4 TCP header truncated (10 of 20 bytes, IP length agrees) to a non-VIP address",
+        truncate_ip(&f, 14, 30),
+        stats::PASS_NOT_VIP,
+    );
     let sp = t.sport();
     let f = p4(V4_OTHER).udp(sp, 53).build();
     t.pass("v4 UDP header truncated (4 of 8 bytes) to a non-VIP address", truncate_ip(&f, 14, 24), stats::PASS_NOT_VIP);
     let sp = t.sport();
     let f = p6(V6_OTHER).tcp(sp, 80).syn().build();
-    t.pass("v6 TCP header truncated (19 of 20 bytes) to a non-VIP address", truncate_ip(&f, 14, 59), stats::PASS_NOT_VIP);
+    t.pass(
+        "v6 TCP header truncated (19 of 20 bytes) to a non-VIP address",
+        truncate_ip(&f, 14, 59),
+        stats::PASS_NOT_VIP,
+    );
 
     // ---- dropped: malformed ----
     let base4 = p4(V4).tcp(20000, 80).syn().build();
@@ -566,9 +688,17 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     t.drop("IPv4 ethertype, no IP header (14-byte frame)", truncated(&base4, 14), stats::DROP_MALFORMED);
     t.drop("v4 truncated inside the IP header (10 of 20 bytes)", truncated(&base4, 24), stats::DROP_MALFORMED);
     t.drop("v4 truncated inside the IP header (19 of 20 bytes)", truncated(&base4, 33), stats::DROP_MALFORMED);
-    t.drop("v4 in two VLAN tags truncated inside the IP header", truncated(&base4_vlan, 22 + 12), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 in two VLAN tags truncated inside the IP header",
+        truncated(&base4_vlan, 22 + 12),
+        stats::DROP_MALFORMED,
+    );
     t.drop("v6 truncated inside the IP header (39 of 40 bytes)", truncated(&base6, 14 + 39), stats::DROP_MALFORMED);
-    t.drop("v6 in 802.1ad truncated inside the IP header (20 of 40 bytes)", truncated(&p6(V6).dot1ad(3).udp(1, 53).build(), 18 + 20), stats::DROP_MALFORMED);
+    t.drop(
+        "v6 in 802.1ad truncated inside the IP header (20 of 40 bytes)",
+        truncated(&p6(V6).dot1ad(3).udp(1, 53).build(), 18 + 20),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     t.drop("version 6 inside an IPv4 ethertype", p4(V4).ip_version(6).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
     let sp = t.sport();
@@ -584,32 +714,68 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     let sp = t.sport();
     t.drop("v4 total length 0", p4(V4).ipv4_total_len(0).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
     let sp = t.sport();
-    t.drop("v4 total length one beyond the frame", p4(V4).ipv4_total_len(41).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 total length one beyond the frame",
+        p4(V4).ipv4_total_len(41).tcp(sp, 80).syn().build(),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
-    t.drop("v4 total length beyond the frame, to a non-VIP address", p4(V4_OTHER).ipv4_total_len(1500).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 total length beyond the frame, to a non-VIP address",
+        p4(V4_OTHER).ipv4_total_len(1500).tcp(sp, 80).syn().build(),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     t.drop("v4 IHL 15 beyond total length 40", p4(V4).ihl(15).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
     let sp = t.sport();
-    t.drop("v6 payload length one beyond the frame", p6(V6).ipv6_payload_len(21).tcp(sp, 80).syn().build(), stats::DROP_MALFORMED);
+    t.drop(
+        "v6 payload length one beyond the frame",
+        p6(V6).ipv6_payload_len(21).tcp(sp, 80).syn().build(),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p4(V4).tcp(sp, 80).syn().build();
-    t.drop("v4 TCP to a VIP, frame cut inside the TCP header (IP length unchanged)", truncated(&f, 14 + 20 + 10), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 TCP to a VIP, frame cut inside the TCP header (IP length unchanged)",
+        truncated(&f, 14 + 20 + 10),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p4(V4).tcp(sp, 80).syn().build();
-    t.drop("v4 TCP to a VIP, TCP header truncated (10 of 20 bytes, IP length agrees)", truncate_ip(&f, 14, 30), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 TCP to a VIP, TCP header truncated (10 of 20 bytes, IP length agrees)",
+        truncate_ip(&f, 14, 30),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p4(V4).tcp(sp, 80).syn().build();
-    t.drop("v4 TCP to a VIP, TCP header truncated (19 of 20 bytes, IP length agrees)", truncate_ip(&f, 14, 39), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 TCP to a VIP, TCP header truncated (19 of 20 bytes, IP length agrees)",
+        truncate_ip(&f, 14, 39),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let mut f = truncate_ip(&p4(V4).tcp(sp, 80).syn().build(), 14, 30);
     f.resize(60, 0);
-    t.drop("v4 TCP to a VIP, IP length ends inside the TCP header, Ethernet padding after it", f, stats::DROP_MALFORMED);
+    t.drop(
+        "v4 TCP to a VIP, IP length ends inside the TCP header, Ethernet padding after it",
+        f,
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p4(V4).dot1q(5).udp(sp, 53).build();
-    t.drop("v4 UDP in 802.1Q to a VIP, UDP header truncated (4 of 8 bytes)", truncate_ip(&f, 18, 24), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 UDP in 802.1Q to a VIP, UDP header truncated (4 of 8 bytes)",
+        truncate_ip(&f, 18, 24),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p4(V4).udp(sp, 53).build();
-    t.drop("v4 UDP to the VIP address on a non-VIP port, UDP header truncated (7 of 8 bytes)", truncate_ip(&f, 14, 27), stats::DROP_MALFORMED);
+    t.drop(
+        "v4 UDP to the VIP address on a non-VIP port, UDP header truncated (7 of 8 bytes)",
+        truncate_ip(&f, 14, 27),
+        stats::DROP_MALFORMED,
+    );
     let sp = t.sport();
     let f = p6(V6).tcp(sp, 80).syn().build();
     t.drop("v6 TCP to a VIP, TCP header truncated (12 of 20 bytes)", truncate_ip(&f, 14, 52), stats::DROP_MALFORMED);
@@ -619,35 +785,96 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
 
     // ---- dropped: fragments, options, extension headers ----
     let sp = t.sport();
-    t.drop("v4 IP options (router alert, IHL 6) to a VIP", p4(V4).ipv4_options(&[0x94, 4, 0, 0]).tcp(sp, 80).syn().build(), stats::DROP_IP_OPTIONS);
+    t.drop(
+        "v4 IP options (router alert, IHL 6) to a VIP",
+        p4(V4).ipv4_options(&[0x94, 4, 0, 0]).tcp(sp, 80).syn().build(),
+        stats::DROP_IP_OPTIONS,
+    );
     let sp = t.sport();
-    t.drop("v4 IP options (IHL 15) to a VIP UDP port", p4(V4).ipv4_options(&[1; 40]).udp(sp, 53).build(), stats::DROP_IP_OPTIONS);
+    t.drop(
+        "v4 IP options (IHL 15) to a VIP UDP port",
+        p4(V4).ipv4_options(&[1; 40]).udp(sp, 53).build(),
+        stats::DROP_IP_OPTIONS,
+    );
     let sp = t.sport();
-    t.drop("v4 IP options to the VIP address on a non-VIP port", p4(V4).ipv4_options(&[1, 1, 1, 0]).tcp(sp, 9).build(), stats::DROP_IP_OPTIONS);
+    t.drop(
+        "v4 IP options to the VIP address on a non-VIP port",
+        p4(V4).ipv4_options(&[1, 1, 1, 0]).tcp(sp, 9).build(),
+        stats::DROP_IP_OPTIONS,
+    );
     let sp = t.sport();
-    t.drop("v4 first fragment (MF, offset 0) to a VIP", p4(V4).mf().tcp(sp, 80).syn().payload(&[0; 16]).build(), stats::DROP_FRAGMENT);
-    t.drop("v4 non-first fragment (offset 185) to a VIP", p4(V4).frag_offset(185).l4_raw(IPPROTO_TCP, &[0; 24]).build(), stats::DROP_FRAGMENT);
-    t.drop("v4 middle fragment (MF, offset 3) in 802.1Q to a VIP", p4(V4).dot1q(8).mf().frag_offset(3).l4_raw(IPPROTO_UDP, &[0; 24]).build(), stats::DROP_FRAGMENT);
-    t.drop("v4 last fragment (offset 1) to the l2dsr VIP", p4(V4_DSR).frag_offset(1).l4_raw(IPPROTO_TCP, &[0; 8]).build(), stats::DROP_FRAGMENT);
+    t.drop(
+        "v4 first fragment (MF, offset 0) to a VIP",
+        p4(V4).mf().tcp(sp, 80).syn().payload(&[0; 16]).build(),
+        stats::DROP_FRAGMENT,
+    );
+    t.drop(
+        "v4 non-first fragment (offset 185) to a VIP",
+        p4(V4).frag_offset(185).l4_raw(IPPROTO_TCP, &[0; 24]).build(),
+        stats::DROP_FRAGMENT,
+    );
+    t.drop(
+        "v4 middle fragment (MF, offset 3) in 802.1Q to a VIP",
+        p4(V4).dot1q(8).mf().frag_offset(3).l4_raw(IPPROTO_UDP, &[0; 24]).build(),
+        stats::DROP_FRAGMENT,
+    );
+    t.drop(
+        "v4 last fragment (offset 1) to the l2dsr VIP",
+        p4(V4_DSR).frag_offset(1).l4_raw(IPPROTO_TCP, &[0; 8]).build(),
+        stats::DROP_FRAGMENT,
+    );
     let sp = t.sport();
-    t.drop("v6 fragment header (first fragment) to a VIP", p6(V6).ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 9 }).tcp(sp, 80).syn().build(), stats::DROP_FRAGMENT);
-    t.drop("v6 fragment header (non-first fragment) to a VIP", p6(V6).ext(Ipv6Ext::Fragment { offset: 10, more: false, id: 9 }).l4_raw(IPPROTO_UDP, &[0; 8]).build(), stats::DROP_FRAGMENT);
+    t.drop(
+        "v6 fragment header (first fragment) to a VIP",
+        p6(V6).ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 9 }).tcp(sp, 80).syn().build(),
+        stats::DROP_FRAGMENT,
+    );
+    t.drop(
+        "v6 fragment header (non-first fragment) to a VIP",
+        p6(V6).ext(Ipv6Ext::Fragment { offset: 10, more: false, id: 9 }).l4_raw(IPPROTO_UDP, &[0; 8]).build(),
+        stats::DROP_FRAGMENT,
+    );
     let sp = t.sport();
-    t.drop("v6 hop-by-hop header to a VIP", p6(V6).ext(Ipv6Ext::HopByHop(vec![5, 2, 0, 0])).tcp(sp, 80).syn().build(), stats::DROP_IPV6_EXT);
+    t.drop(
+        "v6 hop-by-hop header to a VIP",
+        p6(V6).ext(Ipv6Ext::HopByHop(vec![5, 2, 0, 0])).tcp(sp, 80).syn().build(),
+        stats::DROP_IPV6_EXT,
+    );
     let sp = t.sport();
-    t.drop("v6 routing header to a VIP", p6(V6).ext(Ipv6Ext::Routing { routing_type: 4, segments_left: 0, data: vec![] }).udp(sp, 53).build(), stats::DROP_IPV6_EXT);
+    t.drop(
+        "v6 routing header to a VIP",
+        p6(V6).ext(Ipv6Ext::Routing { routing_type: 4, segments_left: 0, data: vec![] }).udp(sp, 53).build(),
+        stats::DROP_IPV6_EXT,
+    );
     let sp = t.sport();
-    t.drop("v6 destination-options header to a VIP", p6(V6).ext(Ipv6Ext::DestOpts(vec![])).tcp(sp, 80).syn().build(), stats::DROP_IPV6_EXT);
+    t.drop(
+        "v6 destination-options header to a VIP",
+        p6(V6).ext(Ipv6Ext::DestOpts(vec![])).tcp(sp, 80).syn().build(),
+        stats::DROP_IPV6_EXT,
+    );
     let sp = t.sport();
-    t.drop("v6 hop-by-hop then fragment header to a VIP in 802.1Q", p6(V6).dot1q(4).ext(Ipv6Ext::HopByHop(vec![])).ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 3 }).tcp(sp, 80).syn().build(), stats::DROP_IPV6_EXT);
+    t.drop(
+        "v6 hop-by-hop then fragment header to a VIP in 802.1Q",
+        p6(V6)
+            .dot1q(4)
+            .ext(Ipv6Ext::HopByHop(vec![]))
+            .ext(Ipv6Ext::Fragment { offset: 0, more: true, id: 3 })
+            .tcp(sp, 80)
+            .syn()
+            .build(),
+        stats::DROP_IPV6_EXT,
+    );
 
     // ---- dropped: VIP without backends ----
     let sp = t.sport();
-    t.drop("v4 TCP SYN to a VIP without backends", p4(V4_EMPTY).tcp(sp, 80).syn().build(), stats::DROP_NO_BACKEND).ct(Ct::Any);
+    t.drop("v4 TCP SYN to a VIP without backends", p4(V4_EMPTY).tcp(sp, 80).syn().build(), stats::DROP_NO_BACKEND)
+        .ct(Ct::Any);
     let sp = t.sport();
-    t.drop("v4 TCP ACK to a VIP without backends", p4(V4_EMPTY).tcp(sp, 80).ack().build(), stats::DROP_NO_BACKEND).ct(Ct::Any);
+    t.drop("v4 TCP ACK to a VIP without backends", p4(V4_EMPTY).tcp(sp, 80).ack().build(), stats::DROP_NO_BACKEND)
+        .ct(Ct::Any);
     let sp = t.sport();
-    t.drop("v6 TCP SYN to a VIP without backends", p6(V6_EMPTY).tcp(sp, 80).syn().build(), stats::DROP_NO_BACKEND).ct(Ct::Any);
+    t.drop("v6 TCP SYN to a VIP without backends", p6(V6_EMPTY).tcp(sp, 80).syn().build(), stats::DROP_NO_BACKEND)
+        .ct(Ct::Any);
 
     t.cases
 }
@@ -659,7 +886,12 @@ fn check_case(dp: &Dataplane, case: &Case) -> Option<String> {
     let after = counts(dp);
     let mut problems = Vec::new();
     if r.verdict != case.verdict {
-        problems.push(format!("verdict {} ({}), expected {}", verdict_name(r.verdict), r.verdict, verdict_name(case.verdict)));
+        problems.push(format!(
+            "verdict {} ({}), expected {}",
+            verdict_name(r.verdict),
+            r.verdict,
+            verdict_name(case.verdict)
+        ));
     }
     if r.output != case.output {
         let mut p = String::from("output differs");
@@ -671,7 +903,11 @@ fn check_case(dp: &Dataplane, case: &Case) -> Option<String> {
         problems.push(p);
     }
     if delta(&before, &after, case.counter) != 1 {
-        problems.push(format!("counter {} went up by {}, expected 1", stat_name(case.counter), delta(&before, &after, case.counter)));
+        problems.push(format!(
+            "counter {} went up by {}, expected 1",
+            stat_name(case.counter),
+            delta(&before, &after, case.counter)
+        ));
     }
     if verdict_delta(&before, &after) != 1 {
         problems.push(format!("{} verdict counters moved, expected exactly one", verdict_delta(&before, &after)));
@@ -731,7 +967,9 @@ fn fixture_table() {
     let mut failures = Vec::new();
     for case in &cases {
         match check_case(&dp, case) {
-            None => println!("ok   {} -> {} [{}]", case.description, verdict_name(case.verdict), stat_name(case.counter)),
+            None => {
+                println!("ok   {} -> {} [{}]", case.description, verdict_name(case.verdict), stat_name(case.counter))
+            }
             Some(report) => {
                 println!("{report}");
                 failures.push(case.description.clone());
@@ -739,7 +977,13 @@ fn fixture_table() {
         }
     }
     println!("{} cases, {} passed, {} failed", cases.len(), cases.len() - failures.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {} fixture cases failed:\n  {}", failures.len(), cases.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixture cases failed:\n  {}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  ")
+    );
 }
 
 #[test]
@@ -785,10 +1029,7 @@ fn userspace_prediction_matches_the_kernel_for_random_flows() {
     let Some(dp) = dataplane("userspace_prediction_matches_the_kernel_for_random_flows") else { return };
     let vips = base_vips();
     // (address, port, proto, l2dsr) of the VIPs under test, with their backends.
-    let targets: Vec<&VipDef> = vips
-        .iter()
-        .filter(|v| !v.backends.is_empty() && v.addr != IpAddr::V4(V4_CT))
-        .collect();
+    let targets: Vec<&VipDef> = vips.iter().filter(|v| !v.backends.is_empty() && v.addr != IpAddr::V4(V4_CT)).collect();
     assert!(targets.len() >= 5);
     let nexthop = mac(NEXTHOP_MAC);
     let mut rng = Rng(0x6c62_2d74_6573_7473);
@@ -811,7 +1052,16 @@ fn userspace_prediction_matches_the_kernel_for_random_flows() {
             }
             IpAddr::V6(a) => {
                 let r = rng.next();
-                let src = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, (r >> 48) as u16, (r >> 32) as u16, (r >> 16) as u16, r as u16, i as u16);
+                let src = Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0xffff,
+                    (r >> 48) as u16,
+                    (r >> 32) as u16,
+                    (r >> 16) as u16,
+                    r as u16,
+                    i as u16,
+                );
                 pkt.ipv6(src, a)
             }
         };
@@ -940,11 +1190,8 @@ fn conntrack_scenario(dp: &mut Dataplane) {
     let mut grown = ct_backends();
     grown.push(be("198.18.0.44"));
     dp.apply(&config(&ct_vips(grown.clone()))).unwrap();
-    let moved: Vec<(Packet, IpAddr)> = established
-        .iter()
-        .filter(|(p, old)| ring(dp, p) != Some(*old))
-        .cloned()
-        .collect();
+    let moved: Vec<(Packet, IpAddr)> =
+        established.iter().filter(|(p, old)| ring(dp, p) != Some(*old)).cloned().collect();
     assert!(!moved.is_empty(), "adding a backend moved no ring entry of 128 flows");
     println!("{} of {} established flows have a new ring prediction", moved.len(), established.len());
     for (p, old) in &moved {
