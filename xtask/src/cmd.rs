@@ -125,6 +125,24 @@ impl Cmd {
         }
     }
 
+    /// Echoes and runs the command, passing each line of its stdout to
+    /// `on_line` (which prints it); stderr is inherited.
+    pub fn run_lines(&mut self, mut on_line: impl FnMut(&str)) -> Result<()> {
+        use std::io::BufRead;
+        eprintln!("+ {}", self.display());
+        let mut child = self.inner.stdout(Stdio::piped()).spawn().with_context(|| self.spawn_error())?;
+        let stdout = child.stdout.take().expect("piped");
+        for line in std::io::BufReader::new(stdout).lines() {
+            on_line(&line.context("reading the child's output")?);
+        }
+        let status = child.wait().with_context(|| self.spawn_error())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ChildFailed { command: self.display(), code: exit_code(status) }.into())
+        }
+    }
+
     /// Runs a probe silently and returns its stdout, or an error that carries
     /// the command line and its stderr. Used for cheap, read-only checks.
     pub fn read(&mut self) -> Result<String> {

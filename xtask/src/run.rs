@@ -49,10 +49,39 @@ pub fn test(root: &Path, extra: &[OsString]) -> Result<()> {
         cmd.args(["--workspace", "--exclude", EBPF_PACKAGE]);
     }
     // Report every failing test binary, not just the first.
-    cmd.arg("--no-fail-fast")
-        .args(extra)
-        .run()
-        .context("tests failed")
+    cmd.arg("--no-fail-fast").args(extra);
+    let mut tally = Tally::default();
+    let result = cmd.run_lines(|line| {
+        println!("{line}");
+        tally.add(line);
+    });
+    // One closing line over all test binaries: cargo's own last line is the
+    // last binary's, often a crate without doc-tests ("0 passed").
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    result.context("tests failed")
+}
+
+/// Sums cargo's `test result: ok. N passed; M failed; ...` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
+            let count: u64 = count.parse().unwrap_or(0);
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Whether the extra `cargo test` arguments (before a `--`) choose packages
@@ -135,5 +164,19 @@ mod tests {
         assert!(selects_packages(&args(&["-p", "lb-tests"])));
         assert!(selects_packages(&args(&["-plb-tests"])));
         assert!(selects_packages(&args(&["--package=lb-common"])));
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::Tally;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let mut t = Tally::default();
+        t.add("test result: ok. 49 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.77s");
+        t.add("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed), (52, 2));
     }
 }
