@@ -60,6 +60,7 @@ pub mod maps {
     pub const STATS: &str = "STATS";
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const BACKEND_FLOWS: &str = "BACKEND_FLOWS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
 }
 

@@ -103,6 +103,7 @@ fn choose(pkt: &Packet, meta: &VipMeta) -> Result<(u32, &'static Backend, Option
     if !conntrack::insert(&pkt.flow, id, backend) {
         counters::stat(stats::CONNTRACK_FULL, 0);
     }
+    counters::backend_flow(id);
     Ok((id, backend, Some(hash)))
 }
 

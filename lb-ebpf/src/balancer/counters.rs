@@ -3,7 +3,7 @@
 use aya_ebpf::maps::PerCpuArray;
 use lb_common::Counters;
 
-use super::maps::{BACKEND_STATS, STATS, VIP_STATS};
+use super::maps::{BACKEND_FLOWS, BACKEND_STATS, STATS, VIP_STATS};
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<Counters>, index: u32, bytes: u64) {
@@ -29,4 +29,12 @@ pub fn vip(slot: u32, bytes: u64) {
 #[inline(always)]
 pub fn backend(id: u32, bytes: u64) {
     bump(&BACKEND_STATS, id, bytes);
+}
+
+/// Counts a new flow given to a backend.
+#[inline(always)]
+pub fn backend_flow(id: u32) {
+    if let Some(n) = BACKEND_FLOWS.get_ptr_mut(id) {
+        unsafe { *n += 1 };
+    }
 }

@@ -47,3 +47,8 @@ pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 
 #[map(name = "BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// New flows given to each backend from its VIP's ring (re-picks included):
+/// the share a backend gets of new flows, for status and hot-spot checks.
+#[map(name = "BACKEND_FLOWS")]
+pub static BACKEND_FLOWS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

@@ -102,6 +102,13 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
     );
     family(
         &mut out,
+        "lb_backend_new_flows_total",
+        "counter",
+        "New flows the Maglev table gave the backend (re-picks included).",
+        per_backend(s, |b| Some(b.new_flows as f64)),
+    );
+    family(
+        &mut out,
         "lb_backend_up",
         "gauge",
         "1 when the backend's health checks pass (always 1 without checks).",

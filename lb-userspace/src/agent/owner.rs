@@ -138,6 +138,8 @@ pub struct BackendStatus {
     pub placement: state::Placement,
     pub packets: u64,
     pub bytes: u64,
+    /// New flows the ring gave it since the data path was loaded.
+    pub new_flows: u64,
     pub probe: Option<ProbeStatus>,
 }
 
@@ -394,6 +396,7 @@ impl Owner {
                             placement,
                             packets: c.packets,
                             bytes: c.bytes,
+                            new_flows: c.new_flows,
                             probe,
                         }
                     })

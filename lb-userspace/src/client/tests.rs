@@ -26,6 +26,7 @@ fn status() -> Status {
         placement,
         packets: 10,
         bytes: 3 << 20,
+        new_flows: 1,
         probe: probe.map(|r| ProbeStatus {
             health,
             consecutive_ok: 0,

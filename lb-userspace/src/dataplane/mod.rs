@@ -27,6 +27,7 @@ mod pin;
 mod query;
 
 pub use pin::PinError;
+pub use query::BackendTraffic;
 
 use crate::{
     config::{Config, Forwarding, Mac, NextHop, XdpModeSetting},

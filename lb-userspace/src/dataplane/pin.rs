@@ -59,7 +59,7 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 9] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 10] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
@@ -69,6 +69,7 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 9] = [
     (maps::STATS, 4, size_of::<Counters>(), stats::COUNT),
     (maps::VIP_STATS, 4, size_of::<Counters>(), MAX_VIPS),
     (maps::BACKEND_STATS, 4, size_of::<Counters>(), MAX_BACKENDS),
+    (maps::BACKEND_FLOWS, 4, size_of::<u64>(), MAX_BACKENDS),
 ];
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataplaneError {

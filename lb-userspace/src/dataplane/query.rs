@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use aya::maps::{MapData, MapError, PerCpuArray};
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
+    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
     VipKey, VipMeta,
     consts::maps,
     hash::flow_hash,
@@ -13,6 +13,15 @@ use lb_common::{
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
+
+/// What one backend of one VIP received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendTraffic {
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows the ring gave it (including re-picks of others' flows).
+    pub new_flows: u64,
+}
 
 impl Dataplane {
     /// The backend the live maps send a new flow to: the userspace copy of
@@ -65,18 +74,35 @@ impl Dataplane {
         Ok(self.applied.vips.iter().map(|(k, v)| (*k, all[v.meta.slot as usize])).collect())
     }
 
-    /// Per-backend counters of the backends currently configured, per VIP.
-    pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, Counters)>> {
-        let all = self.sum_counters(maps::BACKEND_STATS, MAX_BACKENDS)?;
-        let mut out: Vec<(VipKey, IpAddr, Counters)> =
-            self.applied.backends.iter().map(|((vip, addr, _), id)| (*vip, *addr, all[*id as usize])).collect();
+    /// Traffic of the backends currently configured, per VIP.
+    pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, BackendTraffic)>> {
+        let stats = self.per_cpu::<Counters>(maps::BACKEND_STATS)?;
+        let flows = self.per_cpu::<u64>(maps::BACKEND_FLOWS)?;
+        let mut out = Vec::with_capacity(self.applied.backends.len());
+        for ((vip, addr, _), id) in &self.applied.backends {
+            let c = stats.get(id, 0).map_err(map_err(maps::BACKEND_STATS))?;
+            let f = flows.get(id, 0).map_err(map_err(maps::BACKEND_FLOWS))?;
+            out.push((
+                *vip,
+                *addr,
+                BackendTraffic {
+                    packets: c.iter().map(|c| c.packets).sum(),
+                    bytes: c.iter().map(|c| c.bytes).sum(),
+                    new_flows: f.iter().sum(),
+                },
+            ));
+        }
         out.sort_by_key(|(v, a, _)| (*v, *a));
         Ok(out)
     }
 
-    fn sum_counters(&self, name: &'static str, count: u32) -> Result<Vec<Counters>> {
+    fn per_cpu<V: aya::Pod>(&self, name: &'static str) -> Result<PerCpuArray<&MapData, V>> {
         let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-        let array = PerCpuArray::<&MapData, Counters>::try_from(map).map_err(map_err(name))?;
+        PerCpuArray::try_from(map).map_err(map_err(name))
+    }
+
+    fn sum_counters(&self, name: &'static str, count: u32) -> Result<Vec<Counters>> {
+        let array = self.per_cpu::<Counters>(name)?;
         (0..count)
             .map(|i| {
                 let per_cpu = array.get(&i, 0).map_err(map_err(name))?;

@@ -16,6 +16,7 @@ fn status() -> Status {
         placement: Placement::InTable,
         packets: 10,
         bytes: 1500,
+        new_flows: 4,
         probe,
     };
     let probe = ProbeStatus {
