@@ -36,6 +36,7 @@ pub enum Change {
 
 pub enum Request {
     Status(oneshot::Sender<Status>),
+    Trace(lb_common::FlowKey, oneshot::Sender<Result<Option<crate::dataplane::Trace>, ApiError>>),
     Metrics(oneshot::Sender<String>),
     Reload(oneshot::Sender<Result<String, ApiError>>),
     Change(Change, oneshot::Sender<Result<String, ApiError>>),
@@ -81,6 +82,11 @@ impl OwnerHandle {
 
     pub async fn status(&self) -> Result<Status, ApiError> {
         self.ask(Request::Status).await
+    }
+
+    /// How the live maps route one 5-tuple (`None`: not a VIP).
+    pub async fn trace(&self, flow: lb_common::FlowKey) -> Result<Option<crate::dataplane::Trace>, ApiError> {
+        self.ask(|reply| Request::Trace(flow, reply)).await?
     }
 
     pub async fn metrics(&self) -> Result<String, ApiError> {
@@ -248,6 +254,9 @@ impl Owner {
         match req {
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Request::Trace(flow, reply) => {
+                let _ = reply.send(self.dp.trace(&flow).map_err(|e| ApiError::new(500, e.to_string())));
             }
             Request::Metrics(reply) => {
                 let _ = reply.send(super::metrics::render(&self.status(), self.rebuild_seconds));

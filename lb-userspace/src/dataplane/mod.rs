@@ -27,7 +27,7 @@ mod pin;
 mod query;
 
 pub use pin::PinError;
-pub use query::BackendTraffic;
+pub use query::{BackendTraffic, Trace};
 
 use crate::{
     config::{Config, Forwarding, Mac, NextHop, XdpModeSetting},

@@ -14,6 +14,26 @@ use lb_common::{
 
 use super::{Dataplane, DataplaneError, Result, map_err};
 
+/// `Dataplane::trace`: how the program decides for one 5-tuple.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Trace {
+    pub vip_slot: u32,
+    pub ring_size: u32,
+    /// Which of the VIP's two ring buffers is live.
+    pub ring_generation: u32,
+    /// `flow_hash` of the 5-tuple.
+    pub hash: u32,
+    /// `hash % ring_size`: the ring entry a new flow takes.
+    pub entry: u32,
+    /// The backend at that entry (a SYN, or a flow not in the table, goes there).
+    pub ring_backend: Option<IpAddr>,
+    /// The backend of the flow's connection-table entry: established
+    /// packets of the flow go there.
+    pub conntrack_backend: Option<IpAddr>,
+    /// The flow has an entry whose backend is gone: its next packet is re-picked.
+    pub conntrack_stale: bool,
+}
+
 /// What one backend of one VIP received.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendTraffic {
@@ -27,6 +47,13 @@ impl Dataplane {
     /// The backend the live maps send a new flow to: the userspace copy of
     /// the program's hash and ring lookup.
     pub fn predict_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
+        Ok(self.trace(flow)?.and_then(|t| t.ring_backend))
+    }
+
+    /// Where the program sends this 5-tuple now, and why: the connection
+    /// table's entry (if any) and the ring entry a new flow would take.
+    /// `None` when the destination is not a VIP.
+    pub fn trace(&self, flow: &FlowKey) -> Result<Option<Trace>> {
         let key = VipKey { addr: flow.dst, port: flow.dport, proto: flow.proto, family: flow.family };
         let vips = self.hash_map_ro::<VipKey, VipMeta>(maps::VIPS)?;
         let meta = match vips.get(&key, 0) {
@@ -34,17 +61,32 @@ impl Dataplane {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(map_err(maps::VIPS)(e)),
         };
-        if meta.ring_size == 0 {
-            return Ok(None);
-        }
-        let entry = flow_hash(flow) % meta.ring_size;
+        let hash = flow_hash(flow);
+        let entry = hash.checked_rem(meta.ring_size).unwrap_or(0);
         let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
         let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
         let id = chunk.lanes[(entry % RING_LANES) as usize];
-        if id == NO_BACKEND {
-            return Ok(None);
-        }
-        self.present_backend(id as u32, None)
+        let ring_backend =
+            if id == NO_BACKEND || meta.ring_size == 0 { None } else { self.present_backend(id as u32, None)? };
+        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
+        let (conntrack_backend, conntrack_stale) = match table.get(flow, 0) {
+            Ok(e) => match self.present_backend(e.backend, Some(e.epoch))? {
+                Some(addr) => (Some(addr), false),
+                None => (None, true),
+            },
+            Err(MapError::KeyNotFound) => (None, false),
+            Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
+        };
+        Ok(Some(Trace {
+            vip_slot: meta.slot,
+            ring_size: meta.ring_size,
+            ring_generation: meta.ring_gen,
+            hash,
+            entry,
+            ring_backend,
+            conntrack_backend,
+            conntrack_stale,
+        }))
     }
 
     /// The backend of a flow's connection-table entry, if it is still valid.
