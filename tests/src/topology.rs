@@ -279,7 +279,16 @@ pub struct VipSpec {
 
 impl VipSpec {
     pub fn new(address: IpAddr, port: u16, protocol: Proto, forwarding: Forwarding) -> VipSpec {
-        VipSpec { address, port, protocol, forwarding, ring_size: None, backends: None, weights: None, health_check: None }
+        VipSpec {
+            address,
+            port,
+            protocol,
+            forwarding,
+            ring_size: None,
+            backends: None,
+            weights: None,
+            health_check: None,
+        }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
         VipSpec::new(address.into(), port, Proto::Tcp, forwarding)
