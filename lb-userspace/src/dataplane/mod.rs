@@ -170,6 +170,8 @@ impl Dataplane {
     /// Gives every backend of `cfg` an id, writing the new ones.
     fn add_backends(&mut self, cfg: &Config, report: &mut ApplyReport) -> Result<HashMap<BackendIdentity, u32>> {
         let mut ids = HashMap::new();
+        let mut in_use: std::collections::HashSet<u32> = self.applied.backends.values().copied().collect();
+        let mut next_free = 0..MAX_BACKENDS;
         for (vip, b) in cfg.vips.iter().flat_map(|v| v.backends.iter().map(move |b| (v.key(), b))) {
             let identity = (vip, b.address, b.mac);
             if ids.contains_key(&identity) {
@@ -178,11 +180,10 @@ impl Dataplane {
             let id = match self.applied.backends.get(&identity) {
                 Some(&id) => id,
                 None => {
-                    let in_use: std::collections::HashSet<u32> =
-                        self.applied.backends.values().chain(ids.values()).copied().collect();
-                    let id = (0..MAX_BACKENDS)
+                    let id = next_free
                         .find(|id| !in_use.contains(id))
                         .ok_or(DataplaneError::Full { what: "backend", limit: MAX_BACKENDS })?;
+                    in_use.insert(id);
                     let epoch = self.applied.epochs.get(&id).map_or(1, |e| e.wrapping_add(1));
                     let vip_slot = match self.applied.vips.get(&vip) {
                         Some(v) => v.meta.slot,
