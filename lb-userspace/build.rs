@@ -4,6 +4,7 @@
 use std::{env, path::PathBuf};
 
 fn main() {
+    println!("cargo:rustc-env=LB_GIT_COMMIT={}", git_commit());
     println!("cargo:rerun-if-env-changed=LB_EBPF_DIR");
     let dir = env::var_os("LB_EBPF_DIR").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
@@ -22,4 +23,33 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         println!("cargo:rustc-env={var}={}", path.canonicalize().unwrap().display());
     }
+}
+
+/// The commit `lb --version` names: `$LB_GIT_COMMIT` (for builds outside a
+/// checkout), else `git rev-parse`, else "unknown". Reruns when HEAD moves.
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=LB_GIT_COMMIT");
+    if let Ok(c) = env::var("LB_GIT_COMMIT") {
+        return c;
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env::var("CARGO_MANIFEST_DIR").unwrap())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
+        let head = dir.join("HEAD");
+        let reference =
+            std::fs::read_to_string(&head).ok().and_then(|h| h.strip_prefix("ref: ").map(|r| dir.join(r.trim())));
+        for path in [Some(head), reference, Some(dir.join("packed-refs"))].into_iter().flatten() {
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
 }

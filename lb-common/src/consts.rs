@@ -46,7 +46,11 @@ pub const VIP_F_L2DSR: u32 = 1 << 0;
 /// are re-picked from the ring.
 pub const BACKEND_F_PRESENT: u8 = 1 << 0;
 
-/// TTL / hop limit of the outer header we add.
+/// `GlobalConfig::flags`: drop packets too big to encapsulate instead of
+/// answering with ICMP fragmentation-needed / packet-too-big.
+pub const GLOBAL_F_TOO_BIG_DROP: u32 = 1 << 0;
+
+/// TTL / hop limit of the outer header we add, and of ICMP messages we send.
 pub const ENCAP_TTL: u8 = 64;
 
 /// Names of the maps, as userspace finds them in the object and pins them.
@@ -57,16 +61,25 @@ pub mod maps {
     pub const RINGS: &str = "RINGS";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const CONFIG: &str = "CONFIG";
+    pub const ICMP_PROGS: &str = "ICMP_PROGS";
     pub const STATS: &str = "STATS";
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const BACKEND_FLOWS: &str = "BACKEND_FLOWS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
+    /// `lb capture`: the records, the switch and the program's bookkeeping.
+    pub const CAPTURE: &str = "CAPTURE";
+    pub const CAPTURE_CONFIG: &str = "CAPTURE_CONFIG";
+    pub const CAPTURE_STATE: &str = "CAPTURE_STATE";
 }
 
 /// Names of the programs in the object.
 pub mod progs {
     pub const BALANCER: &str = "lb_balancer";
+    /// Tail-called by the balancer: ICMP to a VIP, slot 0 of `ICMP_PROGS`.
+    pub const ICMP: &str = "lb_icmp";
+    /// Tail-called by the balancer: too-big answers, slot 1 of `ICMP_PROGS`.
+    pub const TOO_BIG: &str = "lb_too_big";
     pub const DECAP: &str = "lb_decap";
     pub const PASS: &str = "lb_pass";
     pub const DROP: &str = "lb_drop";

@@ -4,6 +4,7 @@
 //! byte for byte.
 #![no_std]
 
+pub mod capture;
 pub mod consts;
 pub mod hash;
 pub mod net;

@@ -44,6 +44,17 @@ stats! {
     TX_L2DSR = 14, "tx_l2dsr";
     /// The ring pointed to a backend slot that is empty or of the wrong family.
     DROP_BAD_BACKEND = 15, "drop_bad_backend";
+    /// Encapsulated, the packet would exceed the path MTU: answered with
+    /// ICMP fragmentation-needed / ICMPv6 packet-too-big.
+    TX_ICMP_TOO_BIG = 16, "tx_icmp_too_big";
+    /// Too big to encapsulate and not answerable (IPv4 without DF, or
+    /// `too_big = "drop"`): dropped.
+    DROP_TOO_BIG = 17, "drop_too_big";
+    /// ICMP / ICMPv6 echo request to a VIP address: answered by lb.
+    TX_ICMP_ECHO_REPLY = 18, "tx_icmp_echo_reply";
+    /// An ICMP error about a VIP flow, sent on to the flow's backend (also
+    /// counted under the forwarding reason).
+    ICMP_ERROR_FORWARDED = 19, "icmp_error_forwarded";
 }
 
 /// Indices of the decapsulation program's `DECAP_STATS` array.

@@ -182,7 +182,11 @@ pub struct GlobalConfig {
     pub tunnel_src_v4: u32,
     /// Destination MAC of encapsulated packets: the next-hop router.
     pub nexthop_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Largest IP packet that may leave toward the backends (the path MTU);
+    /// 0 disables the check.
+    pub mtu: u16,
+    /// `GLOBAL_F_*` bits.
+    pub flags: u32,
 }
 
 const _: () = {
@@ -194,7 +198,7 @@ const _: () = {
     assert!(core::mem::size_of::<ConnEntry>() == 8);
     assert!(core::mem::size_of::<RingChunk>() == 64);
     assert!(core::mem::size_of::<Counters>() == 16);
-    assert!(core::mem::size_of::<GlobalConfig>() == 28);
+    assert!(core::mem::size_of::<GlobalConfig>() == 32);
     assert!(crate::consts::MAX_BACKENDS < crate::consts::NO_BACKEND as u32);
 };
 

@@ -10,7 +10,7 @@ use lb_common::{
 };
 
 use crate::{
-    bounds::ptr_at,
+    bounds::{MAX_L2_LEN, bounded, load, store},
     headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
     parse::L2,
 };
@@ -27,13 +27,13 @@ pub struct SavedL2 {
 impl SavedL2 {
     #[inline(always)]
     pub fn read(ctx: &XdpContext, l2: &L2) -> Option<SavedL2> {
-        let eth = unsafe { *ptr_at::<EthHdr>(ctx, 0)? };
+        let eth = load::<EthHdr>(ctx, 0)?;
         let mut saved = SavedL2 { eth, tags: [VlanHdr { tci: 0, proto: 0 }; 2], len: l2.len };
         if l2.len >= 18 {
-            saved.tags[0] = unsafe { *ptr_at::<VlanHdr>(ctx, 14)? };
+            saved.tags[0] = load::<VlanHdr>(ctx, 14)?;
         }
         if l2.len >= 22 {
-            saved.tags[1] = unsafe { *ptr_at::<VlanHdr>(ctx, 18)? };
+            saved.tags[1] = load::<VlanHdr>(ctx, 18)?;
         }
         Some(saved)
     }
@@ -44,16 +44,21 @@ impl SavedL2 {
         self.eth.dst
     }
 
+    /// Writes the saved header with the MACs swapped: an answer to the sender.
+    #[inline(always)]
+    pub fn write_reply(&self, ctx: &XdpContext) -> Option<()> {
+        self.write(ctx, self.eth.src, self.eth.dst)
+    }
+
     /// Writes the saved header at the start of the frame with new MACs.
     #[inline(always)]
     pub fn write(&self, ctx: &XdpContext, dst: [u8; 6], src: [u8; 6]) -> Option<()> {
-        let eth = ptr_at::<EthHdr>(ctx, 0)?;
-        unsafe { *eth = EthHdr { dst, src, proto: self.eth.proto } };
+        store(ctx, 0, EthHdr { dst, src, proto: self.eth.proto })?;
         if self.len >= 18 {
-            unsafe { *ptr_at::<VlanHdr>(ctx, 14)? = self.tags[0] };
+            store(ctx, 14, self.tags[0])?;
         }
         if self.len >= 22 {
-            unsafe { *ptr_at::<VlanHdr>(ctx, 18)? = self.tags[1] };
+            store(ctx, 18, self.tags[1])?;
         }
         Some(())
     }
@@ -101,8 +106,7 @@ pub fn ipip_v4(
     };
     let words: [u16; 10] = unsafe { core::mem::transmute(hdr) };
     hdr.check = ipv4_header_csum(&words);
-    unsafe { *ptr_at::<Ipv4Hdr>(ctx, l2.len)? = hdr };
-    Some(())
+    store(ctx, bounded(l2.len, MAX_L2_LEN)?, hdr)
 }
 
 /// Wraps the IPv6 packet in an outer IPv6 header (next header 41). The flow
@@ -137,19 +141,13 @@ pub fn ipip_v6(
         saddr: src,
         daddr: dst,
     };
-    unsafe { *ptr_at::<Ipv6Hdr>(ctx, l2.len)? = hdr };
-    Some(())
+    store(ctx, bounded(l2.len, MAX_L2_LEN)?, hdr)
 }
 
 /// L2 direct server return: only the MACs change.
 #[inline(always)]
 pub fn l2_rewrite(ctx: &XdpContext, l2: &SavedL2, mac_dst: [u8; 6]) -> Option<()> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    unsafe {
-        (*eth).src = l2.our_mac();
-        (*eth).dst = mac_dst;
-    }
-    Some(())
+    store(ctx, 0, EthHdr { dst: mac_dst, src: l2.our_mac(), proto: l2.eth.proto })
 }
 
 /// Removes `outer_len` bytes of tunnel header behind the link-layer header.

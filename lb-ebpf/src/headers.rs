@@ -19,7 +19,7 @@ pub struct VlanHdr {
 }
 
 #[repr(C, packed)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Ipv4Hdr {
     pub ver_ihl: u8,
     pub tos: u8,
@@ -34,7 +34,7 @@ pub struct Ipv4Hdr {
 }
 
 #[repr(C, packed)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Ipv6Hdr {
     /// Version (4 bits), traffic class (8), flow label (20).
     pub vtc_flow: [u8; 4],

@@ -6,6 +6,7 @@
 pub mod bounds;
 pub mod encap;
 pub mod headers;
+pub mod icmp;
 pub mod parse;
 
 /// Shared by both programs: the verifier rejects any path that could panic,

@@ -5,6 +5,8 @@
 //! reason in `STATS` (see `lb_common::stats`).
 #![no_std]
 #![no_main]
+// Inline asm for BPF: the capture's atomic counters (aya-ebpf uses it too).
+#![feature(asm_experimental_arch)]
 // Map keys go by reference: passing them by value would copy them onto the
 // 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
@@ -13,21 +15,24 @@ mod balancer;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer::{
+    capture,
     conntrack::{self, Lookup},
     counters,
-    maps::{CONFIG, VIP_ADDRS, VIPS},
+    maps::{CONFIG, ICMP_PROGS, VIP_ADDRS, VIPS},
     select,
 };
 use lb_common::{
-    Backend, FAMILY_V4, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    capture::CAPTURE_NO_BACKEND,
     hash::flow_hash,
-    net::{IPPROTO_TCP, TCP_FLAG_ACK, TCP_FLAG_SYN},
+    net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_SYN},
     stats,
 };
 use lb_ebpf::{
     bounds::frame_len,
     encap::{self, SavedL2},
-    parse::{self, Packet, Parsed},
+    icmp,
+    parse::{self, Icmp, Packet, Parsed},
 };
 
 #[xdp]
@@ -54,26 +59,101 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Verdict {
         Parsed::Malformed => return (DROP, stats::DROP_MALFORMED),
         Parsed::OtherProto => return (PASS, stats::PASS_NOT_VIP),
         Parsed::AddrOnly { addr, family, reason } => {
-            let key = VipAddrKey { addr, family, _pad: [0; 3] };
-            return match unsafe { VIP_ADDRS.get(&key) } {
-                Some(_) => (DROP, reason),
-                None => (PASS, stats::PASS_NOT_VIP),
+            return match is_vip_addr(addr, family) {
+                true => (DROP, reason),
+                false => (PASS, stats::PASS_NOT_VIP),
             };
         }
+        // Handled by `lb_icmp`, tail-called so the cold ICMP code never
+        // shares the hot path's 512-byte stack.
+        Parsed::Icmp(_) => return tail_call(ctx, TAIL_ICMP),
     };
+    balance_flow::<true>(ctx, &pkt, bytes)
+}
+
+/// `ICMP_PROGS` indices.
+const TAIL_ICMP: u32 = 0;
+const TAIL_TOO_BIG: u32 = 1;
+
+/// Jumps to a program of `ICMP_PROGS`; returns only if the slot is empty
+/// (the agent fills it at load), which counts as a drop.
+#[inline(always)]
+fn tail_call(ctx: &XdpContext, index: u32) -> Verdict {
+    unsafe { ICMP_PROGS.tail_call(ctx, index) };
+    (DROP, stats::DROP_ENCAP)
+}
+
+/// ICMP and ICMPv6 aimed at a VIP address: echo requests answered, errors
+/// about a VIP flow sent to its backend. Entered by tail call only.
+#[xdp]
+pub fn lb_icmp(ctx: XdpContext) -> u32 {
+    let bytes = frame_len(&ctx) as u64;
+    let (action, reason) = match parse::parse(&ctx) {
+        Parsed::Icmp(msg) => icmp_verdict(&ctx, &msg, bytes),
+        _ => (PASS, stats::PASS_NOT_VIP),
+    };
+    counters::stat(reason, bytes);
+    action
+}
+
+/// A client packet that encapsulation would push over the MTU: answered
+/// with fragmentation-needed / packet-too-big. Entered by tail call only.
+#[xdp]
+pub fn lb_too_big(ctx: XdpContext) -> u32 {
+    let bytes = frame_len(&ctx) as u64;
+    let (action, reason) = match (parse::parse(&ctx), CONFIG.get(0)) {
+        (Parsed::Flow(pkt), Some(cfg)) => too_big(&ctx, &pkt, cfg),
+        _ => (DROP, stats::DROP_TOO_BIG),
+    };
+    counters::stat(reason, bytes);
+    action
+}
+
+/// Sends a packet of a VIP flow to its backend. `CLIENT`: a client's own
+/// packet (a new flow is recorded, a too-big one answered); otherwise an
+/// ICMP error about the flow (never learned, never answered with ICMP).
+#[inline(always)]
+fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Verdict {
     let key = VipKey { addr: pkt.flow.dst, port: pkt.flow.dport, proto: pkt.flow.proto, family: pkt.flow.family };
     // Copied: the agent replaces the whole value when it flips generations.
     let Some(meta) = (unsafe { VIPS.get(&key) }).copied() else {
         return (PASS, stats::PASS_NOT_VIP);
     };
     counters::vip(meta.slot, bytes);
-    let (id, backend, hash) = match choose(&pkt, &meta) {
-        Ok(chosen) => chosen,
-        Err(reason) => return (DROP, reason),
+    let (id, verdict) = match choose(pkt, &meta, CLIENT) {
+        Ok((id, backend, hash)) => (id, forward::<CLIENT>(ctx, pkt, &meta, backend, hash)),
+        Err(reason) => (CAPTURE_NO_BACKEND, (DROP, reason)),
     };
-    let verdict = forward(ctx, &pkt, &meta, backend, hash);
     if verdict.0 == TX {
         counters::backend(id, bytes);
+    }
+    capture::frame(ctx, meta.slot, id, verdict);
+    verdict
+}
+
+#[inline(always)]
+fn is_vip_addr(addr: lb_common::types::AddrWords, family: u8) -> bool {
+    let key = VipAddrKey { addr, family, _pad: [0; 3] };
+    unsafe { VIP_ADDRS.get(&key) }.is_some()
+}
+
+/// Echo requests to a VIP address are answered here (the VIP is not a host
+/// the kernel knows); an error about a VIP flow goes to that flow's backend,
+/// whose TCP stack is the one that needs it (path MTU, unreachable).
+#[inline(always)]
+fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
+    if msg.echo_request {
+        if !is_vip_addr(msg.pkt.flow.dst, msg.pkt.flow.family) {
+            return (PASS, stats::PASS_NOT_VIP);
+        }
+        return match icmp::echo_reply(ctx, msg) {
+            Some(()) => (TX, stats::TX_ICMP_ECHO_REPLY),
+            None => (DROP, stats::DROP_MALFORMED),
+        };
+    }
+    let verdict = balance_flow::<false>(ctx, &msg.pkt, bytes);
+    if verdict.0 == TX {
+        counters::stat(stats::ICMP_ERROR_FORWARDED, 0);
     }
     verdict
 }
@@ -83,7 +163,7 @@ fn balance(ctx: &XdpContext, bytes: u64) -> Verdict {
 /// so a reused 5-tuple follows the current backend set. The flow hash is
 /// computed only when needed (a table hit of an IPv4 flow never needs it).
 #[inline(always)]
-fn choose(pkt: &Packet, meta: &VipMeta) -> Result<(u32, &'static Backend, Option<u32>), u32> {
+fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let syn = pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
     if !syn {
         match conntrack::lookup(&pkt.flow) {
@@ -100,15 +180,17 @@ fn choose(pkt: &Packet, meta: &VipMeta) -> Result<(u32, &'static Backend, Option
     let hash = flow_hash(&pkt.flow);
     let id = select::ring_pick(meta, hash).ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
-    if !conntrack::insert(&pkt.flow, id, backend) {
-        counters::stat(stats::CONNTRACK_FULL, 0);
+    if learn {
+        if !conntrack::insert(&pkt.flow, id, backend) {
+            counters::stat(stats::CONNTRACK_FULL, 0);
+        }
+        counters::backend_flow(id);
     }
-    counters::backend_flow(id);
     Ok((id, backend, Some(hash)))
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, hash: Option<u32>) -> Verdict {
+fn forward<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, hash: Option<u32>) -> Verdict {
     let Some(l2) = SavedL2::read(ctx, &pkt.l2) else {
         return (DROP, stats::DROP_MALFORMED);
     };
@@ -124,6 +206,10 @@ fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, ha
     let Some(cfg) = CONFIG.get(0).copied() else {
         return (DROP, stats::DROP_ENCAP);
     };
+    if !icmp::fits(pkt, cfg.mtu) {
+        // ICMP is never sent about ICMP errors (RFC 1122 3.2.2).
+        return if CLIENT { tail_call(ctx, TAIL_TOO_BIG) } else { (DROP, stats::DROP_TOO_BIG) };
+    }
     let done = if pkt.flow.family == FAMILY_V4 {
         encap::ipip_v4(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v4, backend.addr[0], pkt.ip_len, pkt.tos, pkt.df)
     } else {
@@ -135,6 +221,31 @@ fn forward(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, ha
         None => (DROP, stats::DROP_ENCAP),
     }
 }
+
+/// Answers a packet that encapsulation would make too big with the ICMP
+/// message that makes its sender lower its packet size (IPv4 only when DF
+/// is set: without it the sender would not listen, and XDP cannot fragment).
+#[inline(always)]
+fn too_big(ctx: &XdpContext, pkt: &Packet, cfg: &lb_common::GlobalConfig) -> Verdict {
+    if cfg.flags & GLOBAL_F_TOO_BIG_DROP != 0 {
+        return (DROP, stats::DROP_TOO_BIG);
+    }
+    let sent = if pkt.flow.family == FAMILY_V4 {
+        if !pkt.df {
+            return (DROP, stats::DROP_TOO_BIG);
+        }
+        icmp::too_big_v4(ctx, pkt, cfg.mtu - IPV4_HDR_LEN as u16)
+    } else {
+        icmp::too_big_v6(ctx, pkt, (cfg.mtu as u32 - IPV6_HDR_LEN as u32).max(IPV6_MIN_MTU))
+    };
+    match sent {
+        Some(()) => (TX, stats::TX_ICMP_TOO_BIG),
+        None => (DROP, stats::DROP_TOO_BIG),
+    }
+}
+
+/// The smallest MTU IPv6 allows; a packet-too-big never advertises less.
+const IPV6_MIN_MTU: u32 = 1280;
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

@@ -85,6 +85,18 @@ pub enum Parsed {
     /// IP, but neither TCP nor UDP: `stats::PASS_NOT_VIP`.
     OtherProto,
     Flow(Packet),
+    /// An ICMP echo request, or an ICMP error about a TCP/UDP flow.
+    Icmp(Icmp),
+}
+
+/// An ICMP / ICMPv6 message lb may act on.
+pub struct Icmp {
+    /// The message as a packet: `flow` is the flow an error is about, as
+    /// the client sends it (for an echo request: the request's addresses).
+    pub pkt: Packet,
+    pub echo_request: bool,
+    /// Offset of the ICMP header.
+    pub l4: usize,
 }
 
 #[inline(always)]
@@ -123,6 +135,17 @@ fn parse_ipv4(ctx: &XdpContext, l2: L2) -> Parsed {
     if ihl != 5 {
         return Parsed::AddrOnly { addr, family: FAMILY_V4, reason: stats::DROP_IP_OPTIONS };
     }
+    if ip.proto == IPPROTO_ICMP {
+        let pkt = Packet {
+            l2,
+            flow: FlowKey { src: [ip.saddr, 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() },
+            tcp_flags: 0,
+            ip_len: ip_len as u32,
+            tos: ip.tos,
+            df: frag & IPV4_DF != 0,
+        };
+        return crate::icmp::parse_v4(ctx, pkt, l2.len + IPV4_HDR_LEN);
+    }
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Parsed::OtherProto;
     }
@@ -145,8 +168,20 @@ fn parse_ipv6(ctx: &XdpContext, l2: L2) -> Parsed {
         return Parsed::Malformed;
     }
     let addr = ip.daddr;
+    let tclass = (ip.vtc_flow[0] << 4) | (ip.vtc_flow[1] >> 4);
     match ip.nexthdr {
         IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMPV6 => {
+            let pkt = Packet {
+                l2,
+                flow: FlowKey { src: ip.saddr, dst: addr, family: FAMILY_V6, ..FlowKey::default() },
+                tcp_flags: 0,
+                ip_len: (IPV6_HDR_LEN + payload) as u32,
+                tos: tclass,
+                df: false,
+            };
+            return crate::icmp::parse_v6(ctx, pkt, l2.len + IPV6_HDR_LEN);
+        }
         IPPROTO_FRAGMENT => {
             return Parsed::AddrOnly { addr, family: FAMILY_V6, reason: stats::DROP_FRAGMENT };
         }
@@ -156,7 +191,6 @@ fn parse_ipv6(ctx: &XdpContext, l2: L2) -> Parsed {
         _ => return Parsed::OtherProto,
     }
     let mut flow = FlowKey { src: ip.saddr, dst: addr, family: FAMILY_V6, ..FlowKey::default() };
-    let tclass = (ip.vtc_flow[0] << 4) | (ip.vtc_flow[1] >> 4);
     parse_l4(ctx, l2, l2.len + IPV6_HDR_LEN, payload, ip.nexthdr, &mut flow, IPV6_HDR_LEN + payload, tclass, false)
 }
 

@@ -19,7 +19,7 @@ the agent refused; 69 agent unreachable; 1 other failures.";
 #[derive(Parser)]
 #[command(
     name = "lb",
-    version,
+    version = crate::version::text(),
     about = "An XDP Layer-4 load balancer: Maglev consistent hashing, a connection table, IP-in-IP or L2 DSR forwarding",
     after_help = AFTER_HELP,
 )]
@@ -125,6 +125,35 @@ pub enum Command {
         /// bpffs directory of the pins (`global.pin_path`).
         #[arg(long, default_value = lb::config::DEFAULT_PIN_PATH)]
         pin_path: std::path::PathBuf,
+    },
+    /// Which backend a 5-tuple goes to right now, and why.
+    ///
+    /// Asks the agent, which reads the live maps: an established flow follows
+    /// its connection-table entry; a new one (or a SYN) takes the Maglev ring
+    /// entry its hash selects.
+    Trace(crate::trace::TraceArgs),
+    /// Live view of VIPs and backends: rates, new-flow shares, hot spots, drops.
+    ///
+    /// The terminal twin of the status page (http://METRICS_LISTEN/). Refreshes
+    /// every interval with plain ANSI sequences, so it works over ssh; q or
+    /// Ctrl-C quits.
+    Top(crate::top::TopArgs),
+    /// Copy the frames the XDP program handles for a VIP into a pcap file.
+    ///
+    /// tcpdump cannot see what XDP forwards. The program copies the first
+    /// bytes of matching frames, as it sends them, into a ring buffer that
+    /// this command reads; sampled, bounded in rate and time, and switched
+    /// off when this command exits.
+    Capture(crate::capture::CaptureArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (lb.1 and one per command) into a directory.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

@@ -63,7 +63,7 @@ impl Client {
         Client { socket }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<Value, ClientError> {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Result<Value, ClientError> {
         let body = body.map(|b| serde_json::to_vec(b).expect("request bodies serialize"));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         let exchange = async {

@@ -13,6 +13,9 @@ use std::{
 use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS, VipKey, net};
 use serde::Deserialize;
 
+mod bgp;
+pub use bgp::BgpConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -73,10 +76,14 @@ impl FromStr for NextHop {
 }
 
 impl Config {
-    /// Replaces `nexthop_mac = "auto"` by the gateway's MAC on `iface`.
-    pub fn resolve_nexthop(&mut self, iface: &str) -> Result<(), crate::neighbour::NeighbourError> {
+    /// Fills what the file leaves to the host: `nexthop_mac = "auto"` becomes
+    /// the gateway's MAC on `iface`, an unset `mtu` the interface's MTU.
+    pub fn resolve_for(&mut self, iface: &str) -> Result<(), crate::neighbour::NeighbourError> {
         if self.global.nexthop_mac == Some(NextHop::Auto) {
             self.global.nexthop_mac = Some(NextHop::Mac(crate::neighbour::gateway_mac(iface)?));
+        }
+        if self.global.mtu.is_none() {
+            self.global.mtu = Some(crate::neighbour::interface_mtu(iface)?);
         }
         Ok(())
     }
@@ -219,6 +226,8 @@ fn default_fall() -> u32 {
 pub struct Config {
     pub global: Global,
     pub vips: Vec<Vip>,
+    /// `[bgp]`: announce the VIPs through the local BIRD; read at start only.
+    pub bgp: Option<BgpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -232,7 +241,25 @@ pub struct Global {
     pub control_socket: PathBuf,
     pub metrics_listen: SocketAddr,
     pub pin_path: PathBuf,
+    /// Path MTU toward the backends; `None`: the interface's MTU, read at start.
+    pub mtu: Option<u16>,
+    pub too_big: TooBig,
 }
+
+/// What to do with a packet that encapsulation would make larger than the MTU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooBig {
+    /// Answer with ICMP fragmentation-needed / ICMPv6 packet-too-big, so the
+    /// client's path MTU discovery lowers its packet size.
+    #[default]
+    Icmp,
+    /// Drop and count (`drop_too_big`).
+    Drop,
+}
+
+/// Smallest and largest accepted `global.mtu`.
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9216;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Vip {
@@ -313,6 +340,7 @@ struct RawConfig {
     global: RawGlobal,
     #[serde(default)]
     vip: Vec<VipSpec>,
+    bgp: Option<bgp::RawBgp>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +357,9 @@ struct RawGlobal {
     control_socket: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     pin_path: Option<PathBuf>,
+    mtu: Option<u16>,
+    #[serde(default)]
+    too_big: TooBig,
 }
 
 /// Default control socket.
@@ -475,7 +506,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         control_socket: g.control_socket.unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
         metrics_listen,
         pin_path: g.pin_path.unwrap_or_else(|| DEFAULT_PIN_PATH.into()),
+        mtu: g.mtu,
+        too_big: g.too_big,
     };
+    if let Some(mtu) = global.mtu.filter(|m| !MTU_RANGE.contains(m)) {
+        return Err(invalid("global.mtu", format!("{mtu} must be from {} to {}", MTU_RANGE.start(), MTU_RANGE.end())));
+    }
     if raw.vip.len() > MAX_VIPS as usize {
         return Err(invalid("vip", format!("{} VIPs configured, at most {MAX_VIPS}", raw.vip.len())));
     }
@@ -483,7 +519,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     for (i, v) in raw.vip.into_iter().enumerate() {
         vips.push(validate_vip(&format!("vip[{i}]"), v, global.forwarding, &global)?);
     }
-    let config = Config { global, vips };
+    let bgp = raw.bgp.map(bgp::validate).transpose()?;
+    let config = Config { global, vips, bgp };
     config.check_whole()?;
     Ok(config)
 }

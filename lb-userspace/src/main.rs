@@ -1,8 +1,15 @@
 //! The `lb` binary.
 
+mod capture;
 mod cli;
 mod client;
+mod dist;
+mod notify;
+mod pcap;
 mod run;
+mod top;
+mod trace;
+mod version;
 
 use std::{io::IsTerminal, process::ExitCode};
 
@@ -49,6 +56,14 @@ fn main() -> ExitCode {
         Command::Reload => agent.reload().map_err(Into::into),
         Command::Vip { command } => agent.vip(command).map_err(Into::into),
         Command::Backend { command } => agent.backend(command).map_err(Into::into),
+        Command::Trace(args) => trace::run(&agent, &args),
+        Command::Top(args) => top::run(&agent, &args),
+        Command::Capture(args) => capture::run(&agent, &args),
+        Command::Completions { shell } => {
+            dist::completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => dist::man(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,8 @@ use crate::config::Mac;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NeighbourError {
+    #[error("reading the MTU of {iface}: {source}")]
+    Mtu { iface: String, source: std::io::Error },
     #[error("reading {path}: {source}")]
     Read { path: &'static str, source: std::io::Error },
     #[error("no IPv4 default route through {0}: set global.nexthop_mac explicitly")]
@@ -27,6 +29,31 @@ pub fn gateway_mac(iface: &str) -> Result<Mac, NeighbourError> {
     let gateway = default_gateway(&read("/proc/net/route")?, iface).ok_or_else(|| NeighbourError::NoGateway(iface.into()))?;
     neighbour_mac(&read("/proc/net/arp")?, gateway, iface)
         .ok_or_else(|| NeighbourError::Unresolved { gateway, iface: iface.into() })
+}
+
+/// The MTU of `iface` (SIOCGIFMTU: the caller's network namespace).
+pub fn interface_mtu(iface: &str) -> Result<u16, NeighbourError> {
+    let err = |source| NeighbourError::Mtu { iface: iface.into(), source };
+    if iface.len() >= libc::IFNAMSIZ {
+        return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    // SAFETY: a datagram socket for the ioctl, closed by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: a valid socket and a NUL-terminated name in a zeroed ifreq.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIOCGIFMTU, &mut req) };
+    if rc < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(mtu.clamp(0, u16::MAX as i32) as u16)
 }
 
 /// The gateway of the default route through `iface` in `/proc/net/route`
@@ -65,6 +92,12 @@ eth0\t00000000\tFE0012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0
 198.18.0.254     0x1         0x2         02:00:00:00:fe:01     *        eth0
 198.18.0.253     0x1         0x0         00:00:00:00:00:00     *        eth0
 ";
+
+    #[test]
+    fn reads_the_loopback_mtu() {
+        assert!(interface_mtu("lo").unwrap() >= 1280);
+        assert!(interface_mtu("no-such-if0").is_err());
+    }
 
     #[test]
     fn finds_the_default_gateway_of_the_interface() {

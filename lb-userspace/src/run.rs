@@ -30,4 +30,5 @@ fn announce_ready(what: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ready: {what}");
     let _ = out.flush();
+    crate::notify::notify(&format!("READY=1\nSTATUS={what}"));
 }

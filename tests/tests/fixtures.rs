@@ -584,14 +584,15 @@ fn build_cases(dp: &Dataplane) -> Vec<Case> {
     t.pass("v6 UDP to the VIP address on port 80 (a TCP VIP)", p6(V6).udp(sp, 80).build(), stats::PASS_NOT_VIP);
     let sp = t.sport();
     t.pass("v6 TCP to the l2dsr VIP address on port 53", p6(V6_DSR).tcp(sp, 53).syn().build(), stats::PASS_NOT_VIP);
+    // Echo requests to a VIP address are answered (tests/tests/icmp.rs).
     t.pass(
-        "ICMP echo request to the VIP address",
-        p4(V4).icmp_echo(7, 1).payload(b"ping").build(),
+        "ICMP echo request to a non-VIP address",
+        p4(V4_OTHER).icmp_echo(7, 1).payload(b"ping").build(),
         stats::PASS_NOT_VIP,
     );
     t.pass(
-        "ICMPv6 echo request to the VIP address",
-        p6(V6).icmp_echo(7, 1).payload(b"ping").build(),
+        "ICMPv6 echo request to a non-VIP address",
+        p6(V6_OTHER).icmp_echo(7, 1).payload(b"ping").build(),
         stats::PASS_NOT_VIP,
     );
     t.pass("GRE (protocol 47) to the VIP address", p4(V4).l4_raw(47, &[0, 0, 0x08, 0]).build(), stats::PASS_NOT_VIP);

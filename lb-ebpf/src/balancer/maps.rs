@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
     Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, MAX_BACKENDS,
@@ -35,6 +35,11 @@ pub static RINGS: Array<RingChunk> = Array::with_max_entries(RING_MAP_ENTRIES, 0
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<FlowKey, ConnEntry> =
     LruHashMap::with_max_entries(CONNTRACK_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// Cold paths entered by tail call (ICMP, too-big answers): each gets its
+/// own 512-byte stack. Filled by the agent when it loads the programs.
+#[map(name = "ICMP_PROGS")]
+pub static ICMP_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);

@@ -1,6 +1,7 @@
 //! The balancer program's own pieces: its maps, counters, connection table
 //! and backend selection.
 
+pub mod capture;
 pub mod conntrack;
 pub mod counters;
 pub mod maps;

@@ -31,6 +31,17 @@ pub trait Control: Clone + Send + Sync + 'static {
     fn metrics(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
     fn reload(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
     fn change(&self, change: Change) -> impl Future<Output = Result<String, ApiError>> + Send;
+    /// How the live maps route a 5-tuple (`None`: not a VIP).
+    fn trace(
+        &self,
+        _flow: lb_common::FlowKey,
+    ) -> impl Future<Output = Result<Option<crate::dataplane::Trace>, ApiError>> + Send {
+        async { Err(ApiError::new(501, "tracing is not served here")) }
+    }
+    /// Starts or stops a packet capture.
+    fn capture(&self, _op: super::capture::CaptureOp) -> impl Future<Output = Result<Value, ApiError>> + Send {
+        async { Err(ApiError::new(501, "capture is not served here")) }
+    }
 }
 
 impl Control for OwnerHandle {
@@ -45,6 +56,15 @@ impl Control for OwnerHandle {
     }
     fn change(&self, change: Change) -> impl Future<Output = Result<String, ApiError>> + Send {
         OwnerHandle::change(self, change)
+    }
+    fn trace(
+        &self,
+        flow: lb_common::FlowKey,
+    ) -> impl Future<Output = Result<Option<crate::dataplane::Trace>, ApiError>> + Send {
+        OwnerHandle::trace(self, flow)
+    }
+    fn capture(&self, op: super::capture::CaptureOp) -> impl Future<Output = Result<Value, ApiError>> + Send {
+        OwnerHandle::capture(self, op)
     }
 }
 
@@ -98,7 +118,7 @@ mod as_str {
 }
 
 /// Every route: (method, path).
-pub const ROUTES: [(&str, &str); 7] = [
+pub const ROUTES: [(&str, &str); 10] = [
     ("GET", "/v1/status"),
     ("POST", "/v1/reload"),
     ("POST", "/v1/vips/add"),
@@ -106,6 +126,9 @@ pub const ROUTES: [(&str, &str); 7] = [
     ("POST", "/v1/backends/add"),
     ("POST", "/v1/backends/del"),
     ("POST", "/v1/backends/state"),
+    ("POST", "/v1/trace"),
+    ("POST", "/v1/capture/start"),
+    ("POST", "/v1/capture/stop"),
 ];
 
 fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
@@ -130,7 +153,12 @@ pub async fn route<C: Control>(control: &C, method: &str, path: &str, bytes: &[u
         match path {
             "/v1/status" => {
                 let status = control.status().await?;
-                serde_json::to_value(status).map_err(|e| ApiError::new(500, format!("encoding the status: {e}")))
+                let mut v = serde_json::to_value(status)
+                    .map_err(|e| ApiError::new(500, format!("encoding the status: {e}")))?;
+                // The agent's clock when the counters were read: rates computed
+                // by clients (status page, lb top) need no clock of their own.
+                v["sampled_unix_ms"] = json!(super::statuspage::unix_ms());
+                Ok(v)
             }
             "/v1/reload" => control.reload().await.map(message),
             "/v1/vips/add" => {
@@ -153,6 +181,9 @@ pub async fn route<C: Control>(control: &C, method: &str, path: &str, bytes: &[u
                 let r: BackendState = body(bytes, r#"{"vip": ..., "address": ..., "state": "up|drain|maint"}"#)?;
                 control.change(Change::SetState(r.vip, r.address, r.state)).await.map(message)
             }
+            "/v1/trace" => super::trace::route(control, bytes).await,
+            "/v1/capture/start" => super::capture::route_start(control, bytes).await,
+            "/v1/capture/stop" => super::capture::route_stop(control, bytes).await,
             _ => unreachable!("every route is matched"),
         }
     };

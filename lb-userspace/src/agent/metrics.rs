@@ -226,8 +226,9 @@ pub async fn serve_listener<C: Control>(listener: TcpListener, control: C, cance
                     Err(e) => Response::error(e.status, e.message),
                 },
                 ("GET", "/v1/status") => api::handle(&control, req).await,
+                ("GET", "/") => super::statuspage::page(),
                 (m, p @ ("/metrics" | "/v1/status")) => Response::error(405, format!("{p} takes GET, not {m}")),
-                (_, p) => Response::error(404, format!("no such page {p}; try /metrics or /v1/status")),
+                (_, p) => Response::error(404, format!("no such page {p}; try /, /metrics or /v1/status")),
             }
         }
     };

@@ -3,11 +3,14 @@
 //! until a signal cancels them all.
 
 pub mod api;
+pub mod capture;
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod owner;
 pub mod state;
+pub mod statuspage;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +46,7 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
         .or_else(|| config.global.interface.clone())
         .context("no interface: set global.interface or pass --iface")?;
     let mode = opts.xdp_mode.unwrap_or(config.global.xdp_mode);
-    config.resolve_nexthop(&iface)?;
+    config.resolve_for(&iface)?;
     let global = config.global.clone();
     // Bound first: a second agent, or a busy port, fails before the data
     // path is touched.

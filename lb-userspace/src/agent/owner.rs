@@ -40,6 +40,7 @@ pub enum Request {
     Metrics(oneshot::Sender<String>),
     Reload(oneshot::Sender<Result<String, ApiError>>),
     Change(Change, oneshot::Sender<Result<String, ApiError>>),
+    Capture(super::capture::CaptureOp, oneshot::Sender<Result<serde_json::Value, ApiError>>),
 }
 
 /// An API error: an HTTP status and a message that names the problem.
@@ -99,6 +100,10 @@ impl OwnerHandle {
 
     pub async fn change(&self, change: Change) -> Result<String, ApiError> {
         self.ask(|reply| Request::Change(change, reply)).await?
+    }
+
+    pub async fn capture(&self, op: super::capture::CaptureOp) -> Result<serde_json::Value, ApiError> {
+        self.ask(|reply| Request::Capture(op, reply)).await?
     }
 }
 
@@ -267,13 +272,16 @@ impl Owner {
             Request::Change(change, reply) => {
                 let _ = reply.send(self.change(change));
             }
+            Request::Capture(op, reply) => {
+                let _ = reply.send(super::capture::apply(&mut self.dp, op));
+            }
         }
     }
 
     /// Re-reads the file; an invalid file changes nothing.
     pub fn reload(&mut self) -> Result<String, ApiError> {
         let mut next = Config::load(&self.config_path)?;
-        next.resolve_nexthop(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
+        next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
         }

@@ -106,3 +106,13 @@ fn nexthop_auto_is_accepted() {
     let e = err(&GOOD.replace("\"02:00:00:00:00:fe\"", "\"automatic\""));
     assert!(e.starts_with("global.nexthop_mac:") && e.contains("\"auto\""), "{e}");
 }
+
+#[test]
+fn mtu_and_too_big() {
+    let c = Config::from_toml_str(&GOOD.replace("[global]\n", "[global]\nmtu = 9000\ntoo_big = \"drop\"\n")).unwrap();
+    assert_eq!((c.global.mtu, c.global.too_big), (Some(9000), TooBig::Drop));
+    let c = Config::from_toml_str(GOOD).unwrap();
+    assert_eq!((c.global.mtu, c.global.too_big), (None, TooBig::Icmp));
+    assert!(err(&GOOD.replace("[global]\n", "[global]\nmtu = 1000\n")).starts_with("global.mtu:"));
+    assert!(err(&GOOD.replace("[global]\n", "[global]\ntoo_big = \"fragment\"\n")).contains("fragment"));
+}

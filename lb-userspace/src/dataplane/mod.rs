@@ -16,13 +16,14 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
+    BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
     VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
     consts::{maps, progs},
     ring_chunk_index,
     types::{addr_words, words_addr},
 };
 
+mod capture;
 mod pin;
 mod query;
 
@@ -30,7 +31,7 @@ pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
 use crate::{
-    config::{Config, Forwarding, Mac, NextHop, XdpModeSetting},
+    config::{Config, Forwarding, Mac, NextHop, TooBig, XdpModeSetting},
     maglev,
 };
 
@@ -113,8 +114,7 @@ impl Dataplane {
     /// nothing is attached yet.
     pub fn load() -> Result<Dataplane> {
         let mut ebpf = Ebpf::load(crate::objects::BALANCER)?;
-        let prog: &mut Xdp = program(&mut ebpf, progs::BALANCER)?;
-        prog.load().map_err(|source| DataplaneError::Program { name: progs::BALANCER, source })?;
+        load_programs(&mut ebpf)?;
         Ok(Dataplane { ebpf, applied: Applied::default(), pins: None })
     }
 
@@ -158,7 +158,8 @@ impl Dataplane {
                 // Unresolved "auto" never reaches here: the agent resolves it first.
                 Some(NextHop::Auto) | None => [0; 6],
             },
-            _pad: [0; 2],
+            mtu: g.mtu.unwrap_or(0),
+            flags: if g.too_big == TooBig::Drop { GLOBAL_F_TOO_BIG_DROP } else { 0 },
         };
         if self.applied.config != Some(global) {
             array::<GlobalConfig>(&mut self.ebpf, maps::CONFIG)?.set(0, global, 0).map_err(map_err(maps::CONFIG))?;
@@ -347,6 +348,26 @@ impl Dataplane {
         let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
         Array::try_from(map).map_err(map_err(name))
     }
+}
+
+/// Loads the balancer and the programs it tail-calls, and fills the
+/// tail-call table (not pinned: each load fills its own).
+pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    let mut fds = Vec::new();
+    for (slot, name) in [(None, progs::BALANCER), (Some(0), progs::ICMP), (Some(1), progs::TOO_BIG)] {
+        let prog: &mut Xdp = program(ebpf, name)?;
+        prog.load().map_err(|source| DataplaneError::Program { name, source })?;
+        if let Some(slot) = slot {
+            let fd = prog.fd().map_err(|source| DataplaneError::Program { name, source })?;
+            fds.push((slot, fd.try_clone().map_err(|e| DataplaneError::Program { name, source: e.into() })?));
+        }
+    }
+    let map = ebpf.map_mut(maps::ICMP_PROGS).ok_or(DataplaneError::MissingMap(maps::ICMP_PROGS))?;
+    let mut table = aya::maps::ProgramArray::try_from(map).map_err(map_err(maps::ICMP_PROGS))?;
+    for (slot, fd) in &fds {
+        table.set(*slot, fd, 0).map_err(map_err(maps::ICMP_PROGS))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {

@@ -22,6 +22,7 @@ use aya::{
 use lb_common::{
     BACKEND_F_PRESENT, Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, LAYOUT_VERSION,
     MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta,
+    capture::{CAPTURE_RING_BYTES, CaptureConfig, CaptureState},
     consts::{maps, progs},
     ring_chunk_index, stats,
     types::words_addr,
@@ -49,7 +50,7 @@ pub enum PinError {
 
 /// The pinned objects of one interface.
 pub(crate) struct Pins {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
 }
 
 impl Pins {
@@ -59,7 +60,7 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 10] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 13] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
@@ -70,6 +71,11 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 10] = [
     (maps::VIP_STATS, 4, size_of::<Counters>(), MAX_VIPS),
     (maps::BACKEND_STATS, 4, size_of::<Counters>(), MAX_BACKENDS),
     (maps::BACKEND_FLOWS, 4, size_of::<u64>(), MAX_BACKENDS),
+    // Pinned so `lb capture` reads the records itself; a ring buffer has no
+    // key or value, its size is its max entries.
+    (maps::CAPTURE, 0, 0, CAPTURE_RING_BYTES),
+    (maps::CAPTURE_CONFIG, 4, size_of::<CaptureConfig>(), 1),
+    (maps::CAPTURE_STATE, 4, size_of::<CaptureState>(), 1),
 ];
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DataplaneError {
@@ -112,8 +118,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(crate::objects::BALANCER)?;
-        let prog: &mut Xdp = program(&mut ebpf, progs::BALANCER)?;
-        prog.load().map_err(|source| DataplaneError::Program { name: progs::BALANCER, source })?;
+        super::load_programs(&mut ebpf)?;
         let pins = Pins { dir };
         let adopted = pins.link().exists();
         let mut dp = Dataplane { ebpf, applied: Applied::default(), pins: Some(pins) };

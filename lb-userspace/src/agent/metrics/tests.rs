@@ -238,7 +238,9 @@ async fn serves_over_tcp() {
     assert_eq!(st, 200);
     assert!(json.contains(r#""interface":"eth0""#));
     assert_eq!(get("POST", "/metrics").await.0, 405);
-    assert_eq!(get("GET", "/").await.0, 404);
+    assert_eq!(get("GET", "/nope").await.0, 404);
+    let (st, page) = get("GET", "/").await;
+    assert!(st == 200 && page.contains("/v1/status"), "the status page: {st}");
     cancel.cancel();
     server.await.unwrap();
 }

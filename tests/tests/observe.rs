@@ -1,0 +1,645 @@
+//! Seeing inside a running agent: `lb trace`, the status page in a real
+//! browser (headless Chromium), `lb top`, `lb capture` read by tcpdump, the
+//! systemd notification, and the packaging (version, completions, man
+//! pages, unit file).
+//!
+//! The tests that need the data path share one topology (built by the
+//! first, torn down when the test binary exits) and run one at a time. They
+//! need root (skipped otherwise) and the `lb` binary (`$LB_BIN`); Chromium
+//! and tcpdump are installed with apt-get when missing, and the parts that
+//! need them are skipped with a message if that fails. The screenshot and
+//! the pcap files are left under target/observe/.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lb::maglev::{self, Candidate};
+use lb_common::{FlowKey, capture::CaptureConfig, hash::flow_hash, net::IPPROTO_UDP};
+use lb_tests::netns::{ChildGuard, CmdOutput, exec_in_status, in_netns, is_root};
+use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VIP_V6, VipSpec};
+use lb_tests::traffic::{HealthMode, HealthServer, TcpLoad, open_keepalive, tcp_client};
+use serde_json::Value;
+
+const RING: u32 = 251;
+/// Health-check port; backend3 serves none, so it goes down.
+const HC_PORT: u16 = 8080;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// The agent's world, shared by the tests of this file.
+struct World {
+    // Dropped in this order: health servers, then the topology.
+    _health: Vec<HealthServer>,
+    topo: Topology,
+    /// Where `lb run` sent its sd_notify messages.
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+    tcp: VipSpec,
+    udp: VipSpec,
+    v6: VipSpec,
+}
+
+static WORLD: Mutex<Option<World>> = Mutex::new(None);
+
+extern "C" fn teardown() {
+    let world = WORLD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(w) = world {
+        let _ = std::fs::remove_file(&w.notify_path);
+        drop(w);
+    }
+}
+
+/// The shared world, built on first use; `None` when not root.
+fn world(name: &str) -> Option<MutexGuard<'static, Option<World>>> {
+    if !is_root() {
+        eprintln!("{name}: skipped: needs root");
+        return None;
+    }
+    let mut guard = WORLD.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.is_none() {
+        static AT_EXIT: Once = Once::new();
+        // SAFETY: registering a plain extern "C" function.
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(teardown);
+        });
+        // Built by a thread that lives as long as the process: the harness
+        // ties the processes it spawns (lb run, lb decap) to the spawning
+        // thread (PR_SET_PDEATHSIG), and a test's thread ends with the test.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("observe-world".into())
+            .spawn(move || {
+                let _ = tx.send(World::new().map_err(|e| format!("{e:#}")));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .unwrap();
+        let built = rx.recv().unwrap_or_else(|_| Err("the builder panicked".into()));
+        *guard = Some(built.unwrap_or_else(|e| panic!("{name}: building the world: {e}")));
+    }
+    Some(guard)
+}
+
+impl World {
+    fn new() -> Result<World> {
+        let t0 = Instant::now();
+        // `lb run` (started below, inheriting the environment) tells this
+        // socket that it is ready, as it would tell systemd.
+        let notify_path = std::env::temp_dir().join(format!("lb-observe-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path)?;
+        notify.set_nonblocking(true)?;
+        // SAFETY: the other test threads are waiting on the WORLD lock, not
+        // reading the environment.
+        unsafe { std::env::set_var("NOTIFY_SOCKET", &notify_path) };
+
+        let topo = Topology::new(TopologyOptions::default())?;
+        let mut health = Vec::new();
+        for b in &topo.backends()[..2] {
+            health.push(HealthServer::start(
+                &b.ns,
+                &b.name,
+                SocketAddr::new(b.v4.into(), HC_PORT),
+                HealthMode::Healthy,
+            )?);
+        }
+        let check =
+            format!("{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }}");
+        let tcp = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&check);
+        let udp = VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING);
+        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr).ring_size(RING);
+        let mut w = World { _health: health, topo, notify, notify_path, tcp, udp, v6 };
+        let config = w.topo.write_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]);
+        w.topo.start_lb(&config)?;
+        // backend3 answers no health check: wait until the agent sees it down.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = w.status()?;
+            if backend(&s, &w.tcp.id(), "198.18.0.13")["health"] == "down" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("backend3 never went down: {s:#}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("observe: world ready in {:.1?}", t0.elapsed());
+        Ok(w)
+    }
+
+    fn cli(&self, args: &[&str]) -> CmdOutput {
+        self.topo.lb_cli_status(args).unwrap_or_else(|e| panic!("lb {}: {e:#}", args.join(" ")))
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.success(), "`lb {}` failed: {out}\n{}", args.join(" "), self.topo.lb_log());
+        out.stdout
+    }
+
+    fn status(&self) -> Result<Value> {
+        let text = self.topo.lb_cli(&["status", "--json"])?;
+        serde_json::from_str(&text).context("status JSON")
+    }
+
+    /// `backendN` -> its address for `vip`'s family.
+    fn address_of(&self, name: &str, v6: bool) -> IpAddr {
+        let b = self.topo.backends().iter().find(|b| b.name == name).unwrap_or_else(|| panic!("no backend {name}"));
+        if v6 { b.v6.into() } else { b.v4.into() }
+    }
+}
+
+fn vip<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["vips"].as_array().and_then(|v| v.iter().find(|v| v["vip"] == id)).unwrap_or_else(|| panic!("no VIP {id}"))
+}
+
+fn backend<'a>(status: &'a Value, vip_id: &str, address: &str) -> &'a Value {
+    vip(status, vip_id)["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["address"] == address))
+        .unwrap_or_else(|| panic!("no backend {address} in {vip_id}"))
+}
+
+/// One datagram from `CLIENT:port` to the UDP VIP; the backend's name that echoed it.
+fn udp_from(ns: &str, port: u16, target: SocketAddr) -> Result<String> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(b"observe", target)?;
+        let mut buf = [0u8; 64];
+        let (n, _) = s.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+    })
+}
+
+/// `count` datagrams from one socket (one flow), each answered.
+fn udp_flow(ns: &str, port: u16, target: SocketAddr, count: usize) -> Result<Vec<String>> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut names = Vec::new();
+        for _ in 0..count {
+            s.send_to(b"observe", target)?;
+            let mut buf = [0u8; 64];
+            let (n, _) = s.recv_from(&mut buf)?;
+            names.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+        }
+        Ok(names)
+    })
+}
+
+/// The text after `->` on the line that starts with `prefix`.
+fn arrow_target(out: &str, prefix: &str) -> String {
+    let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"));
+    line.rsplit("-> ").next().unwrap().trim().to_string()
+}
+
+#[test]
+fn trace_says_where_flows_go_and_why() {
+    let Some(guard) = world("trace") else { return };
+    let w = guard.as_ref().unwrap();
+    let client = w.topo.client().ns.clone();
+
+    // An established TCP connection: the trace names the backend that answers it.
+    let (conn, name) = open_keepalive(&client, w.tcp.target(), 1, Duration::from_secs(3)).unwrap().pop().unwrap();
+    let local = conn.local_addr().unwrap();
+    let answered = w.address_of(&name, false);
+    let out = w.cli_ok(&["trace", &local.to_string(), &w.tcp.target().to_string()]);
+    assert_eq!(arrow_target(&out, "established: connection-table entry"), answered.to_string(), "{out}");
+    let json: Value = serde_json::from_str(&w.cli_ok(&["trace", &local.to_string(), &w.tcp.id(), "--json"])).unwrap();
+    assert_eq!(
+        (json["backend"].as_str(), json["by"].as_str()),
+        (Some(&*answered.to_string()), Some("connection-table"))
+    );
+    drop(conn);
+
+    // A new UDP tuple: the ring's prediction, which the userspace hash
+    // reproduces, is where the first datagram goes; then it is established.
+    let port = 41_000 + (std::process::id() % 1000) as u16;
+    let src = format!("{CLIENT}:{port}");
+    let out = w.cli_ok(&["trace", &src, &w.udp.target().to_string(), "udp"]);
+    let predicted = arrow_target(&out, "new flow: hash");
+    let flow = FlowKey::new(CLIENT.into(), port, VIP_V4.into(), 5353, IPPROTO_UDP);
+    let entry = flow_hash(&flow) % RING;
+    assert!(out.contains(&format!("ring entry {entry} of {RING}")), "{out}");
+    let name = udp_from(&client, port, w.udp.target()).unwrap();
+    assert_eq!(w.address_of(&name, false).to_string(), predicted, "{out}");
+    let out = w.cli_ok(&["trace", &src, &format!("{}/udp", w.udp.target())]);
+    assert_eq!(arrow_target(&out, "established"), predicted, "{out}");
+
+    // IPv6 syntax, a missing source port, a destination that is no VIP.
+    let out = w.cli_ok(&["trace", "[2001:db8::1]:40001", &w.v6.target().to_string()]);
+    let b6: IpAddr = arrow_target(&out, "new flow").parse().unwrap();
+    assert!(w.topo.backends().iter().any(|b| IpAddr::from(b.v6) == b6), "{out}");
+    let out = w.cli_ok(&["trace", "198.18.0.1", &w.tcp.target().to_string()]);
+    assert!(out.contains("no source port given") && out.contains("new flow"), "{out}");
+    // backend3 is down: the ring never names it.
+    assert_ne!(arrow_target(&out, "new flow"), "198.18.0.13", "{out}");
+    let out = w.cli_ok(&["trace", "198.18.0.1:1", "198.18.100.1:81"]);
+    assert!(out.contains("is not a VIP"), "{out}");
+    let bad = w.cli(&["trace", "nope", "198.18.100.1:80"]);
+    assert_eq!(bad.code, Some(64), "{bad}");
+
+    // Several instances (here the same one twice) agree.
+    let list = w.topo.dir().join("instances");
+    let sock = w.topo.control_socket();
+    std::fs::write(&list, format!("# two views of one agent\n{}\n{}\n", sock.display(), sock.display())).unwrap();
+    let out = w.cli_ok(&["trace", &src, &w.udp.id(), "--instances", list.to_str().unwrap()]);
+    assert!(out.contains("the 2 instances that answered agree: -> ") && out.contains(&predicted), "{out}");
+    std::fs::write(&list, format!("{}\n/nonexistent/lb.sock\n", sock.display())).unwrap();
+    let out = w.cli(&["trace", &src, &w.udp.id(), "--instances", list.to_str().unwrap()]);
+    assert_eq!(out.code, Some(69), "{out}");
+    assert!(out.stdout.contains("no answer"), "{out}");
+}
+
+#[test]
+fn top_once_shows_every_vip_and_backend() {
+    let Some(guard) = world("top") else { return };
+    let w = guard.as_ref().unwrap();
+    let t0 = Instant::now();
+    let out = w.cli_ok(&["top", "--once", "--interval", "0.3"]);
+    println!("lb top --once ({:.1?}):\n{out}", t0.elapsed());
+    let status = w.status().unwrap();
+    for v in status["vips"].as_array().unwrap() {
+        assert!(out.contains(v["vip"].as_str().unwrap()), "{v}\n{out}");
+        assert!(out.contains(v["fingerprint"].as_str().unwrap()), "{out}");
+        for b in v["backends"].as_array().unwrap() {
+            assert!(out.contains(b["address"].as_str().unwrap()), "{b}\n{out}");
+        }
+    }
+    assert!(!out.contains('\x1b'), "no escape sequences into a pipe:\n{out}");
+    // backend3 failed its checks: its row says down, and so do the transitions.
+    let row = out.lines().find(|l| l.trim_start().starts_with("198.18.0.13") && l.contains("1/0")).unwrap();
+    assert!(row.contains("down"), "{row}");
+    assert!(out.contains("198.18.0.13 down"), "{out}");
+}
+
+#[test]
+fn agent_tells_systemd_it_is_ready() {
+    let Some(guard) = world("notify") else { return };
+    let w = guard.as_ref().unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match w.notify.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The decapsulators (same binary) announce themselves too.
+    assert!(
+        messages.iter().any(|m| m.starts_with("READY=1\nSTATUS=attached to lb0")),
+        "no READY=1 from lb run: {messages:?}"
+    );
+}
+
+/// `cmd` is on PATH, or Debian's `package` could be installed now.
+fn ensure_tool(cmd: &str, package: &str) -> bool {
+    let found =
+        || Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
+    if found() {
+        return true;
+    }
+    eprintln!("observe: {cmd} is missing; installing Debian's {package}");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        install();
+    }
+    found()
+}
+
+fn target_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("observe");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Headless Chromium in the lb namespace, where the metrics listener is on
+/// the namespace's own loopback. Returns stdout and the wall time it took.
+fn chromium(ns: &str, profile: &Path, extra: &[&str]) -> (String, Duration) {
+    let profile = format!("--user-data-dir={}", profile.display());
+    let mut args = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        profile.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    args.push("http://127.0.0.1:9641/");
+    let t0 = Instant::now();
+    let out = exec_in_status(ns, "chromium", &args).expect("running chromium");
+    assert!(out.success(), "chromium failed: {out}");
+    (out.stdout, t0.elapsed())
+}
+
+/// Attributes of the tags whose `data-address` and `data-vip` are these.
+fn row_attr(dom: &str, vip: &str, address: &str, attr: &str) -> Option<String> {
+    let needle = format!("data-vip=\"{vip}\" data-address=\"{address}\"");
+    let start = dom.find(&needle)?;
+    let tag = &dom[start..start + dom[start..].find('>')?];
+    let key = format!("{attr}=\"");
+    let at = tag.find(&key)? + key.len();
+    Some(tag[at..at + tag[at..].find('"')?].to_string())
+}
+
+/// Traffic while the page is watched: TCP connections to the TCP VIP, and
+/// new UDP flows of which 80% go to backend1 (the ring predicted in
+/// userspace), so backend1 is a hot spot of the UDP VIP.
+struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(w: &World) -> Background {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = w.topo.client().ns.clone();
+        let mut threads = Vec::new();
+        {
+            let (stop, client, target) = (stop.clone(), client.clone(), w.tcp.target());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut load = TcpLoad::new(target, 10);
+                    load.requests = 5;
+                    let _ = tcp_client(&client, &load);
+                }
+            }));
+        }
+        let candidates: Vec<Candidate> =
+            w.topo.backends().iter().map(|b| Candidate { address: b.v4.into(), weight: 1 }).collect();
+        let table = maglev::build(&candidates, RING);
+        let goes_to = |port: u16| {
+            table[(flow_hash(&FlowKey::new(CLIENT.into(), port, VIP_V4.into(), 5353, IPPROTO_UDP)) % RING) as usize]
+        };
+        let (mut hot, mut other) = (Vec::new(), Vec::new());
+        for port in 20_000..40_000u16 {
+            if goes_to(port) == Some(0) { hot.push(port) } else { other.push(port) }
+        }
+        let mut ports: Vec<u16> = Vec::new();
+        for (i, chunk) in hot.chunks(4).enumerate() {
+            ports.extend_from_slice(chunk);
+            ports.push(other[i % other.len()]);
+        }
+        {
+            let (stop, target) = (stop.clone(), w.udp.target());
+            threads.push(std::thread::spawn(move || {
+                let _ = in_netns(&client, move || {
+                    // One datagram from each fresh port: a new flow each, ~400/s.
+                    for port in ports {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if let Ok(s) = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port)) {
+                            let _ = s.send_to(b"hot", target);
+                        }
+                        std::thread::sleep(Duration::from_micros(2500));
+                    }
+                    Ok(())
+                });
+            }));
+        }
+        Background { stop, threads }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn status_page_in_chromium_matches_the_api() {
+    let Some(guard) = world("status page") else { return };
+    let w = guard.as_ref().unwrap();
+    if !ensure_tool("chromium", "chromium") {
+        eprintln!("status page: skipped: chromium is not installed and apt-get could not install it");
+        return;
+    }
+    let ns = w.topo.lb().ns.clone();
+    let profile = w.topo.dir().join("chromium");
+    let traffic = Background::start(w);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let before = w.status().unwrap();
+    let (dom, took) = chromium(&ns, &profile, &["--virtual-time-budget=6000", "--dump-dom"]);
+    let after = w.status().unwrap();
+    let shot = target_dir().join("status.png");
+    let _ = std::fs::remove_file(&shot);
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let (_, shot_took) = chromium(
+        &ns,
+        &profile,
+        &["--virtual-time-budget=6000", "--window-size=1200,900", "--hide-scrollbars", &shot_arg],
+    );
+    traffic.stop();
+    println!("status page: DOM dump in {took:.1?}, screenshot in {shot_took:.1?}: {}", shot.display());
+    std::fs::write(target_dir().join("status.html"), &dom).unwrap();
+
+    let updates: u32 = dom.split("data-updates=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().parse().unwrap();
+    assert!(updates >= 3, "the page polled {updates} times");
+    let mut moving = 0;
+    for v in before["vips"].as_array().unwrap() {
+        let id = v["vip"].as_str().unwrap();
+        let fp = v["fingerprint"].as_str().unwrap();
+        assert!(dom.contains(&format!("data-vip=\"{id}\">{fp}</code>")), "fingerprint {fp} of {id} not shown");
+        for b in v["backends"].as_array().unwrap() {
+            let addr = b["address"].as_str().unwrap();
+            let shown: u64 = row_attr(&dom, id, addr, "data-packets")
+                .unwrap_or_else(|| panic!("no row for {addr} of {id}"))
+                .parse()
+                .unwrap();
+            let (lo, hi) = (b["packets"].as_u64().unwrap(), backend(&after, id, addr)["packets"].as_u64().unwrap());
+            assert!((lo..=hi).contains(&shown), "{id} {addr}: page shows {shown} packets, the API {lo}..{hi}");
+            let health = row_attr(&dom, id, addr, "data-health").unwrap();
+            assert_eq!(health, backend(&after, id, addr)["health"].as_str().unwrap());
+            if row_attr(&dom, id, addr, "data-pps").is_some_and(|p| p.parse::<f64>().is_ok_and(|p| p > 0.0)) {
+                moving += 1;
+            }
+        }
+    }
+    assert!(moving >= 2, "live packet rates: only {moving} backends moving");
+    let hot = |a: &str| row_attr(&dom, &w.udp.id(), a, "data-hot").unwrap();
+    assert_eq!((hot("198.18.0.11").as_str(), hot("198.18.0.12").as_str()), ("1", "0"), "the hot spot");
+    assert!(dom.contains("drop_") || dom.contains("no drops"));
+    assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
+}
+
+fn capture(w: &World, name: &str, args: &[&str], during: impl FnOnce()) -> (Vec<Vec<u8>>, String, PathBuf) {
+    let file = target_dir().join(format!("{name}.pcap"));
+    let _ = std::fs::remove_file(&file);
+    let sock = w.topo.control_socket();
+    let mut full = vec!["--socket", sock.to_str().unwrap(), "capture"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-w", file.to_str().unwrap()]);
+    let log = w.topo.dir().join(format!("{name}.log"));
+    let mut child = ChildGuard::spawn_in(&w.topo.lb().ns, name, w.topo.lb_bin(), &full, &log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !child.log_text().contains("capturing") {
+        assert!(child.try_status().is_none(), "lb capture exited: {}", child.log_text());
+        assert!(Instant::now() < deadline, "lb capture did not start: {}", child.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    during();
+    std::thread::sleep(Duration::from_millis(300));
+    // Ctrl-C, as an operator stops it (unless it ended by itself).
+    if let Some(pid) = child.pid() {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_status().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.stop(Duration::from_secs(1));
+    let log = child.log_text();
+    assert!(status.is_some_and(|s| s.success()), "lb capture: {status:?}\n{log}");
+    // The switch is off again.
+    let pinned = w.topo.pin_path().join(format!("v{}", lb_common::LAYOUT_VERSION)).join("lb0").join("CAPTURE_CONFIG");
+    let map = aya::maps::MapData::from_pin(&pinned).unwrap();
+    let config: aya::maps::Array<_, CaptureConfig> = aya::maps::Array::try_from(aya::maps::Map::Array(map)).unwrap();
+    assert_eq!(config.get(&0, 0).unwrap().session, 0, "capture still on after lb capture exited");
+    (read_pcap(&std::fs::read(&file).unwrap()), log, file)
+}
+
+/// The frames of a classic pcap file (little-endian, Ethernet), checked by hand.
+fn read_pcap(b: &[u8]) -> Vec<Vec<u8>> {
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    assert!(b.len() >= 24, "no pcap header");
+    assert_eq!(u32_at(0), 0xa1b2_c3d4, "magic");
+    assert_eq!((u16::from_le_bytes([b[4], b[5]]), u16::from_le_bytes([b[6], b[7]])), (2, 4), "version");
+    assert_eq!(u32_at(20), 1, "link type Ethernet");
+    let snaplen = u32_at(16) as usize;
+    let (mut at, mut frames) = (24, Vec::new());
+    while at < b.len() {
+        let (incl, orig) = (u32_at(at + 8) as usize, u32_at(at + 12) as usize);
+        assert!(incl <= snaplen && incl <= orig, "record at {at}: {incl} of {orig} bytes, snaplen {snaplen}");
+        frames.push(b[at + 16..at + 16 + incl].to_vec());
+        at += 16 + incl;
+    }
+    assert_eq!(at, b.len(), "trailing bytes");
+    frames
+}
+
+#[test]
+fn capture_writes_what_xdp_sends_to_a_pcap() {
+    let Some(guard) = world("capture") else { return };
+    let w = guard.as_ref().unwrap();
+    let client = w.topo.client().ns.clone();
+    let target = w.udp.target();
+    const N: usize = 25;
+    let port = 42_000 + (std::process::id() % 1000) as u16;
+
+    // Every frame of a known flow, as sent: IP-in-IP to the backend that answered.
+    let mut answered = Vec::new();
+    let (frames, log, file) = capture(w, "capture", &["--vip", &w.udp.id()], || {
+        answered = udp_flow(&client, port, target, N).unwrap();
+    });
+    println!("lb capture: {}", log.trim());
+    assert_eq!(frames.len(), N, "{log}");
+    assert!(log.contains(&format!("{N} frames written")) && log.contains("tx_ipip"), "{log}");
+    let backend = w.address_of(&answered[0], false);
+    let IpAddr::V4(b4) = backend else { unreachable!() };
+    for f in &frames {
+        assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 frame");
+        assert_eq!(f[14 + 9], 4, "IP-in-IP");
+        assert_eq!(&f[14 + 16..14 + 20], &b4.octets(), "outer destination: the backend");
+        assert_eq!(f[34 + 9], 17, "inner UDP");
+        assert_eq!(&f[34 + 16..34 + 20], &VIP_V4.octets(), "inner destination: the VIP");
+    }
+    if ensure_tool("tcpdump", "tcpdump") {
+        let out = Command::new("tcpdump").args(["-n", "-r"]).arg(&file).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "tcpdump: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(text.lines().count(), N, "{text}");
+        // (tcpdump decodes port 5353 as mDNS.)
+        let want = format!("198.18.0.2 > {backend}: IP {CLIENT}.{port} > {VIP_V4}.5353: ");
+        assert!(text.lines().all(|l| l.contains(&want)), "expected `{want}` on every line:\n{text}");
+    } else {
+        eprintln!("capture: tcpdump unavailable; the pcap was checked by hand only");
+    }
+
+    // Filtered by another backend: nothing; sampled: some; bounded by --count.
+    let other = w.topo.backends().iter().map(|b| IpAddr::from(b.v4)).find(|b| *b != backend).unwrap().to_string();
+    let (frames, log, _) = capture(w, "capture-other", &["--vip", &w.udp.id(), "--backend", &other], || {
+        udp_flow(&client, port, target, 10).unwrap();
+    });
+    assert_eq!(frames.len(), 0, "{log}");
+    let (frames, log, _) = capture(w, "capture-sampled", &["--vip", &w.udp.id(), "--sample", "4"], || {
+        udp_flow(&client, port, target, 80).unwrap();
+    });
+    assert!((1..60).contains(&frames.len()), "1 in 4 of 80 frames: {} ({log})", frames.len());
+    let (frames, log, _) = capture(w, "capture-count", &["--vip", &w.udp.id(), "--count", "5"], || {
+        udp_flow(&client, port, target, 20).unwrap();
+    });
+    assert_eq!(frames.len(), 5, "{log}");
+    let refused = w.cli(&["capture", "--vip", "198.18.100.1:81/tcp", "-w", "/dev/null"]);
+    assert_eq!(refused.code, Some(64), "{refused}");
+    assert!(w.cli_ok(&["capture", "--stop"]).contains("no capture was running"));
+    let seen: BTreeSet<&str> = answered.iter().map(String::as_str).collect();
+    assert_eq!(seen.len(), 1, "one flow, one backend: {seen:?}");
+}
+
+/// Packaging: no agent needed.
+#[test]
+fn version_completions_man_pages_and_unit() {
+    let lb = lb_tests::topology::default_lb_bin();
+    if !lb.is_file() {
+        eprintln!("packaging: skipped: no lb binary at {}", lb.display());
+        return;
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(&lb).args(args).output().unwrap();
+        assert!(out.status.success(), "lb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    assert!(version.starts_with(&format!("lb {} (git ", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(version.contains(&format!("program layout v{}", lb_common::LAYOUT_VERSION)), "{version}");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(script.contains("trace") && script.contains("capture") && script.len() > 1000, "{shell}");
+    }
+    let dir = std::env::temp_dir().join(format!("lb-man-{}", std::process::id()));
+    run(&["man", "--dir", dir.to_str().unwrap()]);
+    for page in ["lb.1", "lb-run.1", "lb-trace.1", "lb-top.1", "lb-capture.1", "lb-vip-add.1"] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is not a man page");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/lb.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key}= in the unit"))
+    };
+    let caps = |key: &str| value(key).split_whitespace().collect::<BTreeSet<_>>();
+    let want: BTreeSet<_> = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_ADMIN"].into();
+    assert_eq!(caps("CapabilityBoundingSet"), want);
+    assert_eq!(caps("AmbientCapabilities"), want);
+    assert_eq!((value("Type"), value("Restart")), ("notify", "on-failure"));
+    assert!(value("ExecStart").contains("lb run --config"));
+    assert!(!unit.lines().any(|l| l.starts_with("ExecStop")), "stopping must leave forwarding running");
+}
