@@ -67,6 +67,9 @@ pub struct TopologyOptions {
     pub lb_bin: Option<PathBuf>,
     /// XDP mode for `lb decap` and in generated configs (`native` | `skb`).
     pub xdp_mode: String,
+    /// MTU of the client's link: [`CLIENT_MTU`] leaves room for IP-in-IP;
+    /// 1500 makes lb answer too-big packets (path MTU discovery).
+    pub client_mtu: u32,
 }
 
 impl Default for TopologyOptions {
@@ -81,6 +84,7 @@ impl Default for TopologyOptions {
             servers: true,
             lb_bin: None,
             xdp_mode: "native".into(),
+            client_mtu: CLIENT_MTU,
         }
     }
 }
@@ -111,7 +115,7 @@ pub fn default_lb_bin() -> PathBuf {
 /// files it was built from (as listed in cargo's dep-info `lb.d` next to
 /// it): `cargo test -p lb-tests` does not rebuild the `lb` binary, so a
 /// stale one would be tested.
-fn warn_if_stale(lb_bin: &Path) {
+pub(crate) fn warn_if_stale(lb_bin: &Path) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let Ok(bin_time) = std::fs::metadata(lb_bin).and_then(|m| m.modified()) else {
@@ -144,7 +148,7 @@ fn warn_if_stale(lb_bin: &Path) {
 /// fresh sysfs on /sys, which hides the host's /sys/fs/bpf, and a shared
 /// pin path would make topologies collide. A bpffs in the topology's own
 /// directory is visible inside `ip netns exec` and private to the topology.
-fn mount_bpffs(path: &Path) -> Result<()> {
+pub(crate) fn mount_bpffs(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))?;
     let target = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: valid C strings; a plain bpffs mount without data.
@@ -158,7 +162,7 @@ fn mount_bpffs(path: &Path) -> Result<()> {
 /// Unmounts the topology directory's bpffs (if mounted) and removes the
 /// directory. Leaves the directory alone if the unmount fails, so that
 /// nothing is ever deleted through a mount.
-fn remove_topology_dir(dir: &Path) {
+pub(crate) fn remove_topology_dir(dir: &Path) {
     let bpffs = dir.join("bpffs");
     if bpffs.exists() {
         let Ok(target) = CString::new(bpffs.as_os_str().as_bytes()) else {
@@ -189,7 +193,7 @@ fn remove_topology_dir_bpffs_only(dir: &Path) -> std::io::Result<()> {
 
 /// Removes `<tmp>/lbt<PID>x<N>` directories of harness processes that no
 /// longer run (killed before they could clean up).
-fn sweep_stale_dirs() {
+pub(crate) fn sweep_stale_dirs() {
     let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -476,7 +480,7 @@ impl Topology {
 
         // client
         let c = self.client.clone();
-        ip_in(&c.ns, &["link", "set", &c.ifname, "mtu", &CLIENT_MTU.to_string()])?;
+        ip_in(&c.ns, &["link", "set", &c.ifname, "mtu", &self.opts.client_mtu.to_string()])?;
         ip_in(&c.ns, &["route", "add", VIP_NET_V4, "via", &self.lb.v4.to_string()])?;
         ip_in(&c.ns, &["-6", "route", "add", VIP_NET_V6, "via", &self.lb.v6.to_string()])?;
         disable_tx_csum(&c.ns, &c.ifname).context("turning tx checksum offload off on the client")?;
