@@ -62,6 +62,7 @@ pub mod maps {
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const CONFIG: &str = "CONFIG";
     pub const ICMP_PROGS: &str = "ICMP_PROGS";
+    pub const FLOW_GUARD: &str = "FLOW_GUARD";
     pub const STATS: &str = "STATS";
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";

@@ -55,6 +55,10 @@ stats! {
     /// An ICMP error about a VIP flow, sent on to the flow's backend (also
     /// counted under the forwarding reason).
     ICMP_ERROR_FORWARDED = 19, "icmp_error_forwarded";
+    /// New flow forwarded by its ring entry but not recorded: this CPU's
+    /// new-flow budget (`GlobalConfig::new_flow_limit`) for the second is
+    /// spent, so a flood cannot evict established flows from the table.
+    CONNTRACK_GUARDED = 20, "conntrack_guarded";
 }
 
 /// Indices of the decapsulation program's `DECAP_STATS` array.

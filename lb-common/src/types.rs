@@ -164,6 +164,16 @@ pub fn ring_chunk_index(slot: u32, generation: u32, entry: u32) -> u32 {
         + entry / crate::consts::RING_LANES
 }
 
+/// `FLOW_GUARD[0]`, per CPU: the new-flow budget of the current second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowGuard {
+    /// Start of the current one-second window (bpf_ktime_get_ns).
+    pub window_start_ns: u64,
+    /// Flows recorded in this window.
+    pub recorded: u64,
+}
+
 /// Per-CPU packet and byte counters (`STATS`, `VIP_STATS`, `BACKEND_STATS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,6 +197,11 @@ pub struct GlobalConfig {
     pub mtu: u16,
     /// `GLOBAL_F_*` bits.
     pub flags: u32,
+    /// New flows each CPU records in the connection table per second; 0: no
+    /// limit. Past it, new flows still go to their ring entry (the same
+    /// backend on every instance) but are not recorded.
+    pub new_flow_limit: u32,
+    pub _pad: u32,
 }
 
 const _: () = {
@@ -198,7 +213,8 @@ const _: () = {
     assert!(core::mem::size_of::<ConnEntry>() == 8);
     assert!(core::mem::size_of::<RingChunk>() == 64);
     assert!(core::mem::size_of::<Counters>() == 16);
-    assert!(core::mem::size_of::<GlobalConfig>() == 32);
+    assert!(core::mem::size_of::<FlowGuard>() == 16);
+    assert!(core::mem::size_of::<GlobalConfig>() == 40);
     assert!(crate::consts::MAX_BACKENDS < crate::consts::NO_BACKEND as u32);
 };
 
@@ -216,4 +232,5 @@ mod pod {
     unsafe impl aya::Pod for RingChunk {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for GlobalConfig {}
+    unsafe impl aya::Pod for FlowGuard {}
 }

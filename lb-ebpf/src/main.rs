@@ -181,7 +181,10 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
     let id = select::ring_pick(meta, hash).ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
     if learn {
-        if !conntrack::insert(&pkt.flow, id, backend) {
+        let limit = CONFIG.get(0).map_or(0, |c| c.new_flow_limit);
+        if !conntrack::may_record(limit) {
+            counters::stat(stats::CONNTRACK_GUARDED, 0);
+        } else if !conntrack::insert(&pkt.flow, id, backend) {
             counters::stat(stats::CONNTRACK_FULL, 0);
         }
         counters::backend_flow(id);

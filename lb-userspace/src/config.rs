@@ -244,7 +244,14 @@ pub struct Global {
     /// Path MTU toward the backends; `None`: the interface's MTU, read at start.
     pub mtu: Option<u16>,
     pub too_big: TooBig,
+    /// New flows each CPU records in the connection table per second (the
+    /// flood guard); 0: no limit.
+    pub new_flow_limit: u32,
 }
+
+/// Default of `global.new_flow_limit`: far above what a CPU accepts in
+/// legitimate new connections, far below what a SYN flood brings.
+pub const DEFAULT_NEW_FLOW_LIMIT: u32 = 250_000;
 
 /// What to do with a packet that encapsulation would make larger than the MTU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -360,6 +367,7 @@ struct RawGlobal {
     mtu: Option<u16>,
     #[serde(default)]
     too_big: TooBig,
+    new_flow_limit: Option<u32>,
 }
 
 /// Default control socket.
@@ -508,6 +516,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         pin_path: g.pin_path.unwrap_or_else(|| DEFAULT_PIN_PATH.into()),
         mtu: g.mtu,
         too_big: g.too_big,
+        new_flow_limit: g.new_flow_limit.unwrap_or(DEFAULT_NEW_FLOW_LIMIT),
     };
     if let Some(mtu) = global.mtu.filter(|m| !MTU_RANGE.contains(m)) {
         return Err(invalid("global.mtu", format!("{mtu} must be from {} to {}", MTU_RANGE.start(), MTU_RANGE.end())));

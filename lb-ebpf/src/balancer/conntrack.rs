@@ -3,7 +3,12 @@
 
 use lb_common::{Backend, ConnEntry, FlowKey};
 
-use super::{maps::CONNTRACK, select};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+use super::{
+    maps::{CONNTRACK, FLOW_GUARD},
+    select,
+};
 
 /// Result of looking a flow up.
 pub enum Lookup {
@@ -31,4 +36,26 @@ pub fn lookup(flow: &FlowKey) -> Lookup {
 #[inline(always)]
 pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
     CONNTRACK.insert(flow, &ConnEntry { backend: id, epoch: backend.epoch }, 0).is_ok()
+}
+
+/// The flood guard: whether this CPU may record one more new flow in the
+/// current second. Per CPU, so it needs no lock and no atomic.
+#[inline(always)]
+pub fn may_record(limit: u32) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let Some(guard) = FLOW_GUARD.get_ptr_mut(0) else { return true };
+    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe {
+        if now.wrapping_sub((*guard).window_start_ns) >= 1_000_000_000 {
+            (*guard).window_start_ns = now;
+            (*guard).recorded = 0;
+        }
+        if (*guard).recorded >= limit as u64 {
+            return false;
+        }
+        (*guard).recorded += 1;
+    }
+    true
 }

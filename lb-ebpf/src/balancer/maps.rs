@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, MAX_BACKENDS,
+    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS,
     MAX_VIPS, RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta, stats,
 };
 
@@ -40,6 +40,10 @@ pub static CONNTRACK: LruHashMap<FlowKey, ConnEntry> =
 /// own 512-byte stack. Filled by the agent when it loads the programs.
 #[map(name = "ICMP_PROGS")]
 pub static ICMP_PROGS: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// Per-CPU new-flow budget of the current second (the flood guard).
+#[map(name = "FLOW_GUARD")]
+pub static FLOW_GUARD: PerCpuArray<FlowGuard> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
