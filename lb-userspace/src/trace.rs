@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use lb::{agent::trace::TraceRequest, config::Protocol};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError};
@@ -90,18 +90,8 @@ pub fn request(args: &TraceArgs) -> Result<(TraceRequest, bool), String> {
     Ok((TraceRequest { src, sport: sport.unwrap_or(0), dst, dport, protocol }, sport.is_some()))
 }
 
-/// What the agent read from its maps (`lb::dataplane::Trace`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-pub struct TraceView {
-    pub vip_slot: u32,
-    pub ring_size: u32,
-    pub ring_generation: u32,
-    pub hash: u32,
-    pub entry: u32,
-    pub ring_backend: Option<IpAddr>,
-    pub conntrack_backend: Option<IpAddr>,
-    pub conntrack_stale: bool,
-}
+/// What the agent read from its maps.
+pub type TraceView = lb::dataplane::Trace;
 
 #[derive(Clone, Debug, Deserialize)]
 struct Answer {

@@ -14,8 +14,9 @@ use lb_common::{
 
 use super::{Dataplane, DataplaneError, Result, map_err};
 
-/// `Dataplane::trace`: how the program decides for one 5-tuple.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// `Dataplane::trace`: how the program decides for one 5-tuple (also what
+/// `lb trace` reads back from the API).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
     pub vip_slot: u32,
     pub ring_size: u32,
