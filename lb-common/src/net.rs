@@ -25,6 +25,21 @@ pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_DSTOPTS: u8 = 60;
 
+/// ICMP and ICMPv6 message types (and the one code) lb reads or writes.
+pub mod icmp {
+    pub const ICMP_ECHO_REPLY: u8 = 0;
+    pub const ICMP_DEST_UNREACH: u8 = 3;
+    /// Code of ICMP_DEST_UNREACH: fragmentation needed and DF set.
+    pub const ICMP_FRAG_NEEDED: u8 = 4;
+    pub const ICMP_ECHO_REQUEST: u8 = 8;
+    pub const ICMP_TIME_EXCEEDED: u8 = 11;
+    pub const ICMPV6_DEST_UNREACH: u8 = 1;
+    pub const ICMPV6_PKT_TOO_BIG: u8 = 2;
+    pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+    pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+    pub const ICMPV6_ECHO_REPLY: u8 = 129;
+}
+
 /// IPv4 `frag_off` bits (host order): more-fragments flag and offset mask.
 pub const IPV4_MF: u16 = 0x2000;
 pub const IPV4_DF: u16 = 0x4000;
