@@ -41,8 +41,7 @@ pub const TCP_FLAG_RST: u8 = 0x04;
 pub const TCP_FLAG_PSH: u8 = 0x08;
 
 /// ICMP / ICMPv6 echo request types.
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub use lb_common::net::icmp::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST};
 
 /// One VLAN tag: TPID (0x8100 802.1Q, 0x88a8 802.1ad, or anything) and TCI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
