@@ -59,6 +59,9 @@ stats! {
     /// new-flow budget (`GlobalConfig::new_flow_limit`) for the second is
     /// spent, so a flood cannot evict established flows from the table.
     CONNTRACK_GUARDED = 20, "conntrack_guarded";
+    /// A VIP packet in a frame addressed to another host's MAC: passed (the
+    /// kernel drops it), never forwarded twice.
+    PASS_OTHER_HOST = 21, "pass_other_host";
 }
 
 /// Indices of the decapsulation program's `DECAP_STATS` array.

@@ -201,7 +201,11 @@ pub struct GlobalConfig {
     /// limit. Past it, new flows still go to their ring entry (the same
     /// backend on every instance) but are not recorded.
     pub new_flow_limit: u32,
-    pub _pad: u32,
+    /// MAC of the interface the program is attached to: frames addressed to
+    /// another host (flooded by a switch, or a promiscuous NIC) are passed,
+    /// never forwarded. All zero: no check.
+    pub own_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 const _: () = {
@@ -214,7 +218,7 @@ const _: () = {
     assert!(core::mem::size_of::<RingChunk>() == 64);
     assert!(core::mem::size_of::<Counters>() == 16);
     assert!(core::mem::size_of::<FlowGuard>() == 16);
-    assert!(core::mem::size_of::<GlobalConfig>() == 40);
+    assert!(core::mem::size_of::<GlobalConfig>() == 44);
     assert!(crate::consts::MAX_BACKENDS < crate::consts::NO_BACKEND as u32);
 };
 

@@ -119,6 +119,9 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     let Some(meta) = (unsafe { VIPS.get(&key) }).copied() else {
         return (PASS, stats::PASS_NOT_VIP);
     };
+    if !for_this_host(ctx) {
+        return (PASS, stats::PASS_OTHER_HOST);
+    }
     counters::vip(meta.slot, bytes);
     let (id, verdict) = match choose(pkt, &meta, CLIENT) {
         Ok((id, backend, hash)) => (id, forward::<CLIENT>(ctx, pkt, &meta, backend, hash)),
@@ -129,6 +132,20 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     }
     capture::frame(ctx, meta.slot, id, verdict);
     verdict
+}
+
+/// Whether the frame is addressed to this interface (when the agent told
+/// the program its MAC).
+#[inline(always)]
+fn for_this_host(ctx: &XdpContext) -> bool {
+    let Some(cfg) = CONFIG.get(0) else { return true };
+    if cfg.own_mac == [0; 6] {
+        return true;
+    }
+    match lb_ebpf::bounds::ptr_at::<[u8; 6]>(ctx, 0) {
+        Some(dst) => (unsafe { *dst }) == cfg.own_mac,
+        None => false,
+    }
 }
 
 #[inline(always)]

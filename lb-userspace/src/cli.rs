@@ -84,6 +84,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Withdraw this instance's VIPs from BGP; the agent keeps forwarding.
+    ///
+    /// Needs a `[bgp]` table. The local BIRD stops announcing every VIP
+    /// address, so the router moves the flows to the other instances; the
+    /// data path stays attached for packets still on their way. Runtime
+    /// state: a restart of the agent announces again.
+    DrainNode,
+    /// Announce this instance's ready VIPs again after `lb drain-node`.
+    UndrainNode,
     /// Make the agent re-read its configuration file, as SIGHUP does.
     ///
     /// An invalid file changes nothing; the error names the offending key.

@@ -139,6 +139,11 @@ impl Client {
         self.post("/v1/reload", &json!({}))
     }
 
+    /// `lb drain-node` (true) / `lb undrain-node` (false).
+    pub fn node(&self, drained: bool) -> Result<(), ClientError> {
+        self.post(if drained { "/v1/node/drain" } else { "/v1/node/undrain" }, &json!({}))
+    }
+
     pub fn vip(&self, command: VipCommand) -> Result<(), ClientError> {
         match command {
             VipCommand::List => {
@@ -220,6 +225,8 @@ struct StatusView {
     transitions: Vec<TransitionView>,
     table_rebuilds: u64,
     last_rebuild_ms: f64,
+    #[serde(default)]
+    bgp: Option<bgp::BgpView>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +373,9 @@ fn status_text(s: &StatusView, now_ms: u64) -> String {
         s.table_rebuilds,
         s.last_rebuild_ms
     );
+    if let Some(b) = &s.bgp {
+        out.push_str(&bgp::text(b, now_ms));
+    }
     if s.vips.is_empty() {
         out.push_str("\nno VIPs\n");
     }
@@ -472,5 +482,6 @@ pub fn report(e: &ClientError) -> u8 {
     e.exit_code()
 }
 
+mod bgp;
 #[cfg(test)]
 mod tests;

@@ -77,7 +77,8 @@ impl FromStr for NextHop {
 
 impl Config {
     /// Fills what the file leaves to the host: `nexthop_mac = "auto"` becomes
-    /// the gateway's MAC on `iface`, an unset `mtu` the interface's MTU.
+    /// the gateway's MAC on `iface`, an unset `mtu` the interface's MTU, and
+    /// the interface's own MAC is recorded.
     pub fn resolve_for(&mut self, iface: &str) -> Result<(), crate::neighbour::NeighbourError> {
         if self.global.nexthop_mac == Some(NextHop::Auto) {
             self.global.nexthop_mac = Some(NextHop::Mac(crate::neighbour::gateway_mac(iface)?));
@@ -85,6 +86,7 @@ impl Config {
         if self.global.mtu.is_none() {
             self.global.mtu = Some(crate::neighbour::interface_mtu(iface)?);
         }
+        self.global.interface_mac = Some(crate::neighbour::interface_mac(iface)?);
         Ok(())
     }
 }
@@ -247,6 +249,9 @@ pub struct Global {
     /// New flows each CPU records in the connection table per second (the
     /// flood guard); 0: no limit.
     pub new_flow_limit: u32,
+    /// The attach interface's MAC, read at start (not a file key): the
+    /// program forwards only frames addressed to it.
+    pub interface_mac: Option<Mac>,
 }
 
 /// Default of `global.new_flow_limit`: far above what a CPU accepts in
@@ -517,6 +522,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         mtu: g.mtu,
         too_big: g.too_big,
         new_flow_limit: g.new_flow_limit.unwrap_or(DEFAULT_NEW_FLOW_LIMIT),
+        interface_mac: None,
     };
     if let Some(mtu) = global.mtu.filter(|m| !MTU_RANGE.contains(m)) {
         return Err(invalid("global.mtu", format!("{mtu} must be from {} to {}", MTU_RANGE.start(), MTU_RANGE.end())));

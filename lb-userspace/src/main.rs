@@ -54,6 +54,8 @@ fn main() -> ExitCode {
         Command::Status { json } => agent.show_status(json).map_err(Into::into),
         Command::Stats { json } => agent.show_stats(json).map_err(Into::into),
         Command::Reload => agent.reload().map_err(Into::into),
+        Command::DrainNode => agent.node(true).map_err(Into::into),
+        Command::UndrainNode => agent.node(false).map_err(Into::into),
         Command::Vip { command } => agent.vip(command).map_err(Into::into),
         Command::Backend { command } => agent.backend(command).map_err(Into::into),
         Command::Trace(args) => trace::run(&agent, &args),

@@ -7,8 +7,8 @@ use crate::config::Mac;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NeighbourError {
-    #[error("reading the MTU of {iface}: {source}")]
-    Mtu { iface: String, source: std::io::Error },
+    #[error("reading the MTU or MAC of {iface}: {source}")]
+    Interface { iface: String, source: std::io::Error },
     #[error("reading {path}: {source}")]
     Read { path: &'static str, source: std::io::Error },
     #[error("no IPv4 default route through {0}: set global.nexthop_mac explicitly")]
@@ -31,9 +31,9 @@ pub fn gateway_mac(iface: &str) -> Result<Mac, NeighbourError> {
         .ok_or_else(|| NeighbourError::Unresolved { gateway, iface: iface.into() })
 }
 
-/// The MTU of `iface` (SIOCGIFMTU: the caller's network namespace).
-pub fn interface_mtu(iface: &str) -> Result<u16, NeighbourError> {
-    let err = |source| NeighbourError::Mtu { iface: iface.into(), source };
+/// An interface ioctl (SIOCGIF*) in the caller's network namespace.
+fn if_ioctl(iface: &str, request: libc::Ioctl) -> Result<libc::ifreq, NeighbourError> {
+    let err = |source| NeighbourError::Interface { iface: iface.into(), source };
     if iface.len() >= libc::IFNAMSIZ {
         return Err(err(std::io::Error::from_raw_os_error(libc::EINVAL)));
     }
@@ -48,12 +48,25 @@ pub fn interface_mtu(iface: &str) -> Result<u16, NeighbourError> {
         *dst = src as libc::c_char;
     }
     // SAFETY: a valid socket and a NUL-terminated name in a zeroed ifreq.
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIOCGIFMTU, &mut req) };
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), request, &mut req) };
     if rc < 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
+    Ok(req)
+}
+
+/// The MTU of `iface`.
+pub fn interface_mtu(iface: &str) -> Result<u16, NeighbourError> {
+    let req = if_ioctl(iface, libc::SIOCGIFMTU)?;
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
     Ok(mtu.clamp(0, u16::MAX as i32) as u16)
+}
+
+/// The MAC address of `iface`.
+pub fn interface_mac(iface: &str) -> Result<Mac, NeighbourError> {
+    let req = if_ioctl(iface, libc::SIOCGIFHWADDR)?;
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(Mac(core::array::from_fn(|i| data[i] as u8)))
 }
 
 /// The gateway of the default route through `iface` in `/proc/net/route`
@@ -94,9 +107,10 @@ eth0\t00000000\tFE0012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0
 ";
 
     #[test]
-    fn reads_the_loopback_mtu() {
+    fn reads_the_loopback_mtu_and_mac() {
         assert!(interface_mtu("lo").unwrap() >= 1280);
         assert!(interface_mtu("no-such-if0").is_err());
+        assert_eq!(interface_mac("lo").unwrap(), Mac([0; 6]));
     }
 
     #[test]

@@ -75,3 +75,27 @@ fn a_flood_of_new_flows_is_forwarded_but_not_recorded() {
     }
     println!("{flood} SYNs at a limit of {LIMIT}/s: {kept} recorded, {guarded} forwarded by ring only");
 }
+
+#[test]
+fn frames_addressed_to_another_host_are_never_forwarded() {
+    if !is_root() {
+        eprintln!("skipped: needs root for BPF");
+        return;
+    }
+    let mut dp = Dataplane::load().unwrap();
+    let mut cfg = config(0);
+    cfg.global.interface_mac = Some(lb::config::Mac(lb_tests::packet::DEFAULT_DST_MAC));
+    dp.apply(&cfg).unwrap();
+    let run = |frame: &[u8]| {
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+        dp.balancer().test_run(opts).unwrap().return_value
+    };
+    let ours = Packet::new().ipv4(client(1), VIP).tcp(40_000, 80).syn().build();
+    assert_eq!(run(&ours), XDP_TX);
+    let before = dp.stats().unwrap()[stats::PASS_OTHER_HOST as usize].packets;
+    let mut flooded = Packet::new().ipv4(client(1), VIP).tcp(40_000, 80).syn();
+    flooded.dst_mac = [0x02, 0, 0, 0, 0x77, 0x01];
+    assert_eq!(run(&flooded.build()), 2, "a frame for another MAC is passed to the kernel");
+    assert_eq!(dp.stats().unwrap()[stats::PASS_OTHER_HOST as usize].packets, before + 1);
+}

@@ -5,6 +5,7 @@
 //! xtask ties the two together. Every command except `setup` first runs the
 //! setup checks (fast when everything is present).
 
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -50,7 +51,7 @@ enum Command {
     /// installed by hand), its rust-src component, bpf-linker 0.13.0 built
     /// against the nightly's own libLLVM (rebuilt with `cargo install` when
     /// missing or linked to another LLVM, about a minute), the Debian packages
-    /// the tests use (iproute2, ethtool; installed with apt-get when root) and
+    /// the tests use (iproute2, ethtool, bird2; installed with apt-get when root) and
     /// bpffs mounted at /sys/fs/bpf (mounted when root). A no-op run uses
     /// neither the network nor a compiler.
     Setup,
@@ -99,6 +100,23 @@ enum Command {
         args: Vec<OsString>,
     },
 
+    /// Build everything in release mode and run the benchmarks (needs root).
+    ///
+    /// Runs setup, build-ebpf, `cargo build --release -p lb-userspace -p
+    /// lb-tests --bins`, then `target/release/lb-bench --lb-bin
+    /// target/release/lb [--quick]` plus the arguments after `--` (see
+    /// `lb-bench --help`). Prints tables and writes target/bench/report.json
+    /// and target/bench/report.svg. Debian's haproxy is installed with
+    /// apt-get if missing (for the HAProxy comparison).
+    Bench {
+        /// Fewer rounds and shorter runs (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for lb-bench (after `--`), e.g. `-- --only prog`.
+        #[arg(last = true, value_name = "BENCH_ARGS")]
+        args: Vec<OsString>,
+    },
+
     /// Build lb in release mode and run it on an interface (needs root).
     ///
     /// Runs setup, build-ebpf, `cargo build --release -p lb-userspace --bin
@@ -137,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Test { args } => run::test(&root, &args),
         Command::Demo { args } => run::demo(&root, &args),
+        Command::Bench { quick, args } => bench::bench(&root, quick, &args),
         Command::BuildAndLoad {
             iface,
             config,

@@ -35,6 +35,12 @@ pub const DEBIAN_PACKAGES: &[DebPackage] = &[
         name: "ethtool",
         command: "ethtool",
     },
+    // BIRD 2 for the ECMP tests (tests/tests/ecmp.rs); its systemd service
+    // does not matter: the tests run `bird -f` in their own namespaces.
+    DebPackage {
+        name: "bird2",
+        command: "bird",
+    },
 ];
 
 /// What the nightly toolchain looks like.

@@ -42,6 +42,10 @@ pub trait Control: Clone + Send + Sync + 'static {
     fn capture(&self, _op: super::capture::CaptureOp) -> impl Future<Output = Result<Value, ApiError>> + Send {
         async { Err(ApiError::new(501, "capture is not served here")) }
     }
+    /// `lb drain-node` (true) / `lb undrain-node` (false).
+    fn node(&self, _drained: bool) -> impl Future<Output = Result<String, ApiError>> + Send {
+        async { Err(ApiError::new(501, "node drain is not served here")) }
+    }
 }
 
 impl Control for OwnerHandle {
@@ -65,6 +69,9 @@ impl Control for OwnerHandle {
     }
     fn capture(&self, op: super::capture::CaptureOp) -> impl Future<Output = Result<Value, ApiError>> + Send {
         OwnerHandle::capture(self, op)
+    }
+    fn node(&self, drained: bool) -> impl Future<Output = Result<String, ApiError>> + Send {
+        OwnerHandle::node(self, drained)
     }
 }
 
@@ -118,7 +125,7 @@ mod as_str {
 }
 
 /// Every route: (method, path).
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("GET", "/v1/status"),
     ("POST", "/v1/reload"),
     ("POST", "/v1/vips/add"),
@@ -129,6 +136,8 @@ pub const ROUTES: [(&str, &str); 10] = [
     ("POST", "/v1/trace"),
     ("POST", "/v1/capture/start"),
     ("POST", "/v1/capture/stop"),
+    ("POST", "/v1/node/drain"),
+    ("POST", "/v1/node/undrain"),
 ];
 
 fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
@@ -184,6 +193,8 @@ pub async fn route<C: Control>(control: &C, method: &str, path: &str, bytes: &[u
             "/v1/trace" => super::trace::route(control, bytes).await,
             "/v1/capture/start" => super::capture::route_start(control, bytes).await,
             "/v1/capture/stop" => super::capture::route_stop(control, bytes).await,
+            "/v1/node/drain" => control.node(true).await.map(message),
+            "/v1/node/undrain" => control.node(false).await.map(message),
             _ => unreachable!("every route is matched"),
         }
     };

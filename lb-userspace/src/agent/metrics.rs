@@ -86,6 +86,23 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
         "1 while every admin-up backend is down and the VIP uses them anyway.",
         vips(|v| flag(v.failing_open)),
     );
+    if let Some(bgp) = &s.bgp {
+        family(
+            &mut out,
+            "lb_vip_announced",
+            "gauge",
+            "1 while the local BIRD announces the VIP's address for this instance.",
+            vips(|v| flag(v.announced)),
+        );
+        family(&mut out, "lb_bgp_drained", "gauge", "1 after lb drain-node.", [(vec![], flag(bgp.drained))]);
+        family(
+            &mut out,
+            "lb_bgp_update_failures_total",
+            "counter",
+            "Updates of the BIRD include file that BIRD did not take (retried).",
+            [(vec![], bgp.failures as f64)],
+        );
+    }
     family(
         &mut out,
         "lb_backend_packets_total",

@@ -3,6 +3,7 @@
 //! until a signal cancels them all.
 
 pub mod api;
+pub mod bgp;
 pub mod capture;
 pub mod health;
 pub mod http;
@@ -48,6 +49,7 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
     let mode = opts.xdp_mode.unwrap_or(config.global.xdp_mode);
     config.resolve_for(&iface)?;
     let global = config.global.clone();
+    let bgp_config = config.bgp.clone();
     // Bound first: a second agent, or a busy port, fails before the data
     // path is touched.
     let socket = api::ControlSocket::bind(&global.control_socket).await?;
@@ -68,6 +70,11 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
     owner.sync().context("writing the configuration to the maps")?;
     owner.attach(&iface, mode).with_context(|| format!("attaching to {iface} in {mode:?} mode"))?;
     info!(iface, ?mode, "attached");
+    // Announced only from here on: the program forwards now.
+    let speaker = bgp_config.map(bgp::Speaker::start);
+    if let Some(s) = &speaker {
+        owner.set_bgp(s.clone());
+    }
 
     let (tx, rx) = mpsc::channel(64);
     let handle = OwnerHandle::new(tx);
@@ -81,6 +88,10 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
     ));
 
     wait_for_signals(&handle, &cancel).await?;
+    // The router moves the flows to the other instances before anything stops.
+    if let Some(s) = &speaker {
+        s.withdraw_for_stop().await;
+    }
     cancel.cancel();
     for (name, task) in [("control API", api_task), ("metrics", metrics_task)] {
         if let Err(e) = task.await {

@@ -41,6 +41,8 @@ pub enum Request {
     Reload(oneshot::Sender<Result<String, ApiError>>),
     Change(Change, oneshot::Sender<Result<String, ApiError>>),
     Capture(super::capture::CaptureOp, oneshot::Sender<Result<serde_json::Value, ApiError>>),
+    /// `lb drain-node` (true) / `lb undrain-node` (false).
+    Node(bool, oneshot::Sender<Result<String, ApiError>>),
 }
 
 /// An API error: an HTTP status and a message that names the problem.
@@ -105,6 +107,11 @@ impl OwnerHandle {
     pub async fn capture(&self, op: super::capture::CaptureOp) -> Result<serde_json::Value, ApiError> {
         self.ask(|reply| Request::Capture(op, reply)).await?
     }
+
+    /// Withdraws (`true`) or announces again this instance's VIPs.
+    pub async fn node(&self, drained: bool) -> Result<String, ApiError> {
+        self.ask(|reply| Request::Node(drained, reply)).await?
+    }
 }
 
 /// `lb status --json`: everything an operator looks at.
@@ -120,6 +127,8 @@ pub struct Status {
     pub transitions: Vec<Transition>,
     pub table_rebuilds: u64,
     pub last_rebuild_ms: f64,
+    /// Announcements through BIRD (`None`: no `[bgp]` table).
+    pub bgp: Option<super::bgp::BgpStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -134,6 +143,8 @@ pub struct VipStatus {
     /// Digest of the live Maglev table (backend addresses per entry): equal
     /// on every lb instance that holds the same backend set.
     pub fingerprint: String,
+    /// BIRD announces the VIP's address for this instance.
+    pub announced: bool,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
@@ -180,6 +191,7 @@ pub struct Owner {
     rebuilds: u64,
     rebuild_seconds: f64,
     last_rebuild: Duration,
+    bgp: Option<super::bgp::Speaker>,
 }
 
 impl Owner {
@@ -197,6 +209,20 @@ impl Owner {
             rebuilds: 0,
             rebuild_seconds: 0.0,
             last_rebuild: Duration::ZERO,
+            bgp: None,
+        }
+    }
+
+    /// Starts announcing; called once the program is attached.
+    pub fn set_bgp(&mut self, speaker: super::bgp::Speaker) {
+        self.bgp = Some(speaker);
+        self.announce();
+    }
+
+    /// Tells the speaker which VIP addresses the maps are ready to serve.
+    fn announce(&self) {
+        if let (Some(bgp), Some(applied)) = (&self.bgp, &self.applied) {
+            bgp.ready(super::bgp::ready_addresses(applied));
         }
     }
 
@@ -219,6 +245,7 @@ impl Owner {
             self.rebuild_seconds += self.last_rebuild.as_secs_f64();
             info!(?report, took_ms = self.last_rebuild.as_secs_f64() * 1e3, "data path updated");
             self.applied = Some(wanted);
+            self.announce();
         }
         self.monitor.sync(&self.probe_targets());
         Ok(())
@@ -275,6 +302,12 @@ impl Owner {
             Request::Capture(op, reply) => {
                 let _ = reply.send(super::capture::apply(&mut self.dp, op));
             }
+            Request::Node(drained, reply) => match &self.bgp {
+                Some(bgp) => bgp.set_drained(drained, reply),
+                None => {
+                    let _ = reply.send(Err(ApiError::new(409, "no [bgp] table in the configuration: this instance announces nothing")));
+                }
+            },
         }
     }
 
@@ -284,6 +317,9 @@ impl Owner {
         next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
+        }
+        if next.bgp != self.config.bgp {
+            warn!("the [bgp] table changed in the file; it takes effect at the next start");
         }
         self.replace(next)?;
         Ok(format!("reloaded {} ({} VIPs)", self.config_path.display(), self.config.vips.len()))
@@ -426,6 +462,7 @@ impl Owner {
                     all_down: vip.all_down,
                     failing_open: open,
                     fingerprint: self.dp.fingerprint(&key).map(|f| format!("{f:016x}")).unwrap_or_default(),
+                    announced: self.bgp.as_ref().is_some_and(|b| b.announced(vip.address)),
                     packets: c.packets,
                     bytes: c.bytes,
                     backends,
@@ -447,6 +484,7 @@ impl Owner {
             transitions: self.transitions.iter().cloned().collect(),
             table_rebuilds: self.rebuilds,
             last_rebuild_ms: self.last_rebuild.as_secs_f64() * 1e3,
+            bgp: self.bgp.as_ref().map(super::bgp::Speaker::status),
         }
     }
 }

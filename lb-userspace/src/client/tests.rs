@@ -51,6 +51,7 @@ fn status() -> Status {
             all_down: AllDown::FailOpen,
             failing_open: false,
             fingerprint: "0011223344556677".into(),
+            announced: false,
             packets: 1234,
             bytes: 5000,
             backends: vec![
@@ -75,6 +76,7 @@ fn status() -> Status {
             .collect(),
         table_rebuilds: 3,
         last_rebuild_ms: 12.34,
+        bgp: None,
     }
 }
 

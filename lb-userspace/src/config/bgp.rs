@@ -9,8 +9,11 @@ use super::{ConfigError, invalid};
 
 /// Debian's bird2 control socket.
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
-/// The include file the agent writes, read by the operator's bird.conf.
-pub const DEFAULT_CONFIG_FILE: &str = "/run/lb/bird-vips.conf";
+/// The include file the agent writes, read by the operator's bird.conf. In
+/// /run itself: cleared at boot (never announced before the agent runs), and
+/// there even while no agent runs (packaging/lb.service removes /run/lb when
+/// it stops; BIRD refuses an include pattern whose directory is missing).
+pub const DEFAULT_CONFIG_FILE: &str = "/run/lb-bird-vips.conf";
 /// Name of the generated static protocols (`lb_vips4`, `lb_vips6`).
 pub const DEFAULT_PROTOCOL: &str = "lb_vips";
 /// Time between withdrawing and stopping: long enough for the router to

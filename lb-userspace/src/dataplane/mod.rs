@@ -161,7 +161,8 @@ impl Dataplane {
             mtu: g.mtu.unwrap_or(0),
             flags: if g.too_big == TooBig::Drop { GLOBAL_F_TOO_BIG_DROP } else { 0 },
             new_flow_limit: g.new_flow_limit,
-            _pad: 0,
+            own_mac: g.interface_mac.map(|m| m.0).unwrap_or_default(),
+            _pad: [0; 2],
         };
         if self.applied.config != Some(global) {
             array::<GlobalConfig>(&mut self.ebpf, maps::CONFIG)?.set(0, global, 0).map_err(map_err(maps::CONFIG))?;

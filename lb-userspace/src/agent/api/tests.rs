@@ -27,6 +27,7 @@ impl Control for Fake {
             transitions: vec![],
             table_rebuilds: 1,
             last_rebuild_ms: 0.5,
+            bgp: None,
         })
     }
     async fn metrics(&self) -> Result<String, ApiError> {

@@ -23,8 +23,8 @@ const MAX_LINE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BirdError {
-    #[error("cannot connect to BIRD's control socket {path}: {source} (is bird running with `-s {path}`?)")]
-    Connect { path: PathBuf, source: io::Error },
+    #[error("cannot connect to BIRD's control socket {path}: {source} ({hint})")]
+    Connect { path: PathBuf, source: io::Error, hint: &'static str },
     #[error("talking to BIRD at {path}: {reason}")]
     Protocol { path: PathBuf, reason: String },
     #[error("no answer from BIRD at {path} within {timeout:?}")]
@@ -99,13 +99,23 @@ async fn read_reply(reader: &mut BufReader<UnixStream>, path: &Path) -> Result<R
     }
 }
 
+fn hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        // Debian's BIRD runs as bird:bird with a 0660 socket.
+        io::ErrorKind::PermissionDenied => "the socket is BIRD's group's: run the agent in that group too",
+        _ => "is bird running with this `-s` socket?",
+    }
+}
+
 /// Runs one command (`configure`, `show protocols`, ...) and returns its
 /// reply; a reply with an error code is `BirdError::Refused`.
 pub async fn command(socket: &Path, command: &str, timeout: Duration) -> Result<Reply, BirdError> {
     let exchange = async {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|source| BirdError::Connect { path: socket.to_path_buf(), source })?;
+        let stream = UnixStream::connect(socket).await.map_err(|source| BirdError::Connect {
+            path: socket.to_path_buf(),
+            hint: hint(&source),
+            source,
+        })?;
         let mut reader = BufReader::new(stream);
         let hello = read_reply(&mut reader, socket).await?;
         if hello.code != 1 {

@@ -43,6 +43,7 @@ fn status() -> Status {
                 all_down: AllDown::FailOpen,
                 failing_open: true,
                 fingerprint: "00112233".into(),
+                announced: false,
                 packets: 1234,
                 bytes: 99_999_999_999,
                 backends: vec![
@@ -59,6 +60,7 @@ fn status() -> Status {
                 all_down: AllDown::Drop,
                 failing_open: false,
                 fingerprint: String::new(),
+                announced: false,
                 packets: 0,
                 bytes: 0,
                 backends: vec![backend("2001:db8::11", AdminState::Maint, Health::Up, None)],
@@ -79,6 +81,7 @@ fn status() -> Status {
         }],
         table_rebuilds: 3,
         last_rebuild_ms: 12.5,
+        bgp: None,
     }
 }
 
