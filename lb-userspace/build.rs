@@ -7,8 +7,7 @@ fn main() {
     println!("cargo:rustc-env=LB_GIT_COMMIT={}", git_commit());
     println!("cargo:rerun-if-env-changed=LB_EBPF_DIR");
     let dir = env::var_os("LB_EBPF_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
-            .join("../target/ebpf/bpfel-unknown-none/release")
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../target/ebpf/bpfel-unknown-none/release")
     });
     for (object, var) in [("lb-balancer", "LB_BALANCER_OBJ"), ("lb-decap", "LB_DECAP_OBJ")] {
         let path = dir.join(object);

@@ -160,8 +160,7 @@ impl Default for RingChunk {
 /// Element index in `RINGS` of the chunk holding `entry` of a VIP's ring.
 #[inline(always)]
 pub fn ring_chunk_index(slot: u32, generation: u32, entry: u32) -> u32 {
-    (generation * crate::consts::MAX_VIPS + slot) * crate::consts::RING_CHUNKS
-        + entry / crate::consts::RING_LANES
+    (generation * crate::consts::MAX_VIPS + slot) * crate::consts::RING_CHUNKS + entry / crate::consts::RING_LANES
 }
 
 /// `FLOW_GUARD[0]`, per CPU: the new-flow budget of the current second.

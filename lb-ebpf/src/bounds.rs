@@ -37,7 +37,12 @@ pub fn store<T>(ctx: &XdpContext, offset: usize, value: T) -> Option<()> {
 #[inline(always)]
 pub fn copy_out<T: Copy>(ctx: &XdpContext, offset: usize, into: &mut T) -> Option<()> {
     let rc = unsafe {
-        aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, offset as u32, into as *mut T as *mut _, core::mem::size_of::<T>() as u32)
+        aya_ebpf::helpers::bpf_xdp_load_bytes(
+            ctx.ctx,
+            offset as u32,
+            into as *mut T as *mut _,
+            core::mem::size_of::<T>() as u32,
+        )
     };
     (rc == 0).then_some(())
 }
@@ -46,7 +51,12 @@ pub fn copy_out<T: Copy>(ctx: &XdpContext, offset: usize, into: &mut T) -> Optio
 #[inline(always)]
 pub fn copy_in<T: Copy>(ctx: &XdpContext, offset: usize, from: &T) -> Option<()> {
     let rc = unsafe {
-        aya_ebpf::helpers::bpf_xdp_store_bytes(ctx.ctx, offset as u32, from as *const T as *mut _, core::mem::size_of::<T>() as u32)
+        aya_ebpf::helpers::bpf_xdp_store_bytes(
+            ctx.ctx,
+            offset as u32,
+            from as *const T as *mut _,
+            core::mem::size_of::<T>() as u32,
+        )
     };
     (rc == 0).then_some(())
 }

@@ -6,7 +6,9 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use lb_common::{
     ENCAP_TTL, FAMILY_V4, FAMILY_V6,
-    net::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HDR_LEN, IPV6_HDR_LEN, csum_fold, ipv4_header_csum},
+    net::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_HDR_LEN, IPV6_HDR_LEN, csum_fold, ipv4_header_csum,
+    },
 };
 
 use crate::{
@@ -173,7 +175,8 @@ pub fn too_big_v4(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Option<()> {
     let words: [u16; 10] = unsafe { core::mem::transmute(ip) };
     ip.check = ipv4_header_csum(&words);
     copy_in(ctx, l3, &ip)?;
-    let mut icmp = IcmpHdr { kind: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, csum: 0, rest: [0, 0, (mtu >> 8) as u8, mtu as u8] };
+    let mut icmp =
+        IcmpHdr { kind: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, csum: 0, rest: [0, 0, (mtu >> 8) as u8, mtu as u8] };
     copy_in(ctx, l3 + ICMP, &icmp)?;
     icmp.csum = csum_fold(csum_frame::<{ LEN - ICMP }>(ctx, l3 + ICMP, 0)?);
     copy_in(ctx, l3 + ICMP, &icmp)?;

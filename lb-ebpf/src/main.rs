@@ -210,7 +210,13 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
 }
 
 #[inline(always)]
-fn forward<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, meta: &VipMeta, backend: &Backend, hash: Option<u32>) -> Verdict {
+fn forward<const CLIENT: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    meta: &VipMeta,
+    backend: &Backend,
+    hash: Option<u32>,
+) -> Verdict {
     let Some(l2) = SavedL2::read(ctx, &pkt.l2) else {
         return (DROP, stats::DROP_MALFORMED);
     };

@@ -2,12 +2,7 @@
 //! what the balancer needs to decide, without touching any map.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{
-    FAMILY_V4, FAMILY_V6, FlowKey, MAX_VLAN_TAGS,
-    net::*,
-    stats,
-    types::AddrWords,
-};
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, MAX_VLAN_TAGS, net::*, stats, types::AddrWords};
 
 use crate::{
     bounds::{frame_len, ptr_at},
@@ -81,7 +76,11 @@ pub enum Parsed {
     /// Only the destination address is known (fragment, options, extension
     /// header, truncated L4): drop with `reason` if the address carries a
     /// VIP, pass otherwise.
-    AddrOnly { addr: AddrWords, family: u8, reason: u32 },
+    AddrOnly {
+        addr: AddrWords,
+        family: u8,
+        reason: u32,
+    },
     /// IP, but neither TCP nor UDP: `stats::PASS_NOT_VIP`.
     OtherProto,
     Flow(Packet),

@@ -71,7 +71,11 @@ pub enum NextHop {
 impl FromStr for NextHop {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "auto" { Ok(NextHop::Auto) } else { s.parse().map(NextHop::Mac).map_err(|e| format!("{e}, or \"auto\"")) }
+        if s == "auto" {
+            Ok(NextHop::Auto)
+        } else {
+            s.parse().map(NextHop::Mac).map_err(|e| format!("{e}, or \"auto\""))
+        }
     }
 }
 
@@ -479,9 +483,17 @@ impl Config {
 
 impl BackendSpec {
     /// The validated backend of a VIP using `forwarding`; `key` names it in errors.
-    pub fn validate(self, key: &str, vip_address: IpAddr, forwarding: Forwarding) -> Result<BackendConfig, ConfigError> {
+    pub fn validate(
+        self,
+        key: &str,
+        vip_address: IpAddr,
+        forwarding: Forwarding,
+    ) -> Result<BackendConfig, ConfigError> {
         if self.address.is_ipv4() != vip_address.is_ipv4() {
-            return Err(invalid(format!("{key}.address"), format!("{} is not of the VIP's family ({vip_address})", self.address)));
+            return Err(invalid(
+                format!("{key}.address"),
+                format!("{} is not of the VIP's family ({vip_address})", self.address),
+            ));
         }
         if self.address.is_unspecified() || self.address.is_multicast() || self.address.is_loopback() {
             return Err(invalid(format!("{key}.address"), format!("{} cannot be a backend", self.address)));
@@ -490,7 +502,8 @@ impl BackendSpec {
         if weight > MAX_WEIGHT {
             return Err(invalid(format!("{key}.weight"), format!("{weight} is above the maximum {MAX_WEIGHT}")));
         }
-        let mac = self.mac.as_deref().map(|s| s.parse::<Mac>().map_err(|e| invalid(format!("{key}.mac"), e))).transpose()?;
+        let mac =
+            self.mac.as_deref().map(|s| s.parse::<Mac>().map_err(|e| invalid(format!("{key}.mac"), e))).transpose()?;
         if forwarding == Forwarding::L2dsr && mac.is_none() {
             return Err(invalid(format!("{key}.mac"), "required: the VIP uses l2dsr forwarding"));
         }
@@ -549,7 +562,10 @@ fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> R
     }
     let ring_size = v.ring_size.unwrap_or(DEFAULT_RING_SIZE);
     if !(2..=MAX_RING_SIZE).contains(&ring_size) || !is_prime(ring_size) {
-        return Err(invalid(format!("{key}.ring_size"), format!("{ring_size} must be a prime from 2 to {MAX_RING_SIZE}")));
+        return Err(invalid(
+            format!("{key}.ring_size"),
+            format!("{ring_size} must be a prime from 2 to {MAX_RING_SIZE}"),
+        ));
     }
     let forwarding = v.forwarding.unwrap_or(default_fwd);
     if forwarding == Forwarding::Ipip {
@@ -618,7 +634,10 @@ fn check_health(key: &str, hc: &HealthCheck) -> Result<(), ConfigError> {
         return Err(invalid(format!("{key}.interval_ms"), format!("{} must be from 10 to 3600000", hc.interval_ms)));
     }
     if hc.timeout_ms == 0 || hc.timeout_ms > hc.interval_ms {
-        return Err(invalid(format!("{key}.timeout_ms"), format!("{} must be from 1 to interval_ms ({})", hc.timeout_ms, hc.interval_ms)));
+        return Err(invalid(
+            format!("{key}.timeout_ms"),
+            format!("{} must be from 1 to interval_ms ({})", hc.timeout_ms, hc.interval_ms),
+        ));
     }
     for (name, v) in [("rise", hc.rise), ("fall", hc.fall)] {
         if !(1..=100).contains(&v) {

@@ -22,7 +22,8 @@ pub enum AttachError {
 pub fn attach(program: &str, iface: &str, mode: XdpModeSetting) -> Result<Ebpf, AttachError> {
     let mut ebpf = Ebpf::load(crate::objects::DECAP)?;
     let err = |source| AttachError::Program { name: program.to_string(), source };
-    let prog: &mut Xdp = ebpf.program_mut(program).ok_or_else(|| err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+    let prog: &mut Xdp =
+        ebpf.program_mut(program).ok_or_else(|| err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
     prog.load().map_err(err)?;
     prog.attach(iface, mode.into()).map_err(err)?;
     Ok(ebpf)

@@ -26,7 +26,8 @@ fn read(path: &'static str) -> Result<String, NeighbourError> {
 
 /// The MAC of `iface`'s IPv4 default gateway.
 pub fn gateway_mac(iface: &str) -> Result<Mac, NeighbourError> {
-    let gateway = default_gateway(&read("/proc/net/route")?, iface).ok_or_else(|| NeighbourError::NoGateway(iface.into()))?;
+    let gateway =
+        default_gateway(&read("/proc/net/route")?, iface).ok_or_else(|| NeighbourError::NoGateway(iface.into()))?;
     neighbour_mac(&read("/proc/net/arp")?, gateway, iface)
         .ok_or_else(|| NeighbourError::Unresolved { gateway, iface: iface.into() })
 }

@@ -7,13 +7,19 @@ use lb::{agent, config::XdpModeSetting};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-pub async fn run(config: &Path, iface: Option<String>, xdp_mode: Option<XdpModeSetting>, detach_on_exit: bool) -> Result<()> {
+pub async fn run(
+    config: &Path,
+    iface: Option<String>,
+    xdp_mode: Option<XdpModeSetting>,
+    detach_on_exit: bool,
+) -> Result<()> {
     let opts = agent::RunOptions { config: config.to_path_buf(), iface, xdp_mode, detach_on_exit };
     agent::run(opts, announce_ready).await
 }
 
 pub async fn decap(iface: &str, mode: XdpModeSetting) -> Result<()> {
-    let _attached = lb::decap::attach_decap(iface, mode).with_context(|| format!("attaching the decapsulator to {iface}"))?;
+    let _attached =
+        lb::decap::attach_decap(iface, mode).with_context(|| format!("attaching the decapsulator to {iface}"))?;
     info!(iface, ?mode, "decapsulator attached");
     announce_ready(&format!("decapsulating on {iface}"));
     let mut term = signal(SignalKind::terminate())?;

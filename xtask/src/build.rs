@@ -91,12 +91,10 @@ pub fn build_ebpf(root: &Path, setup: &Setup) -> Result<PathBuf> {
         let path = env::var_os("PATH").unwrap_or_default();
         let mut dirs: Vec<PathBuf> = vec![dir.to_path_buf()];
         dirs.extend(env::split_paths(&path));
-        let joined: OsString =
-            env::join_paths(dirs).context("a directory in PATH contains a ':'")?;
+        let joined: OsString = env::join_paths(dirs).context("a directory in PATH contains a ':'")?;
         cmd.env("PATH", joined);
     }
-    cmd.run()
-        .context("building the eBPF crate failed (see the compiler output above)")?;
+    cmd.run().context("building the eBPF crate failed (see the compiler output above)")?;
 
     let out = ebpf_out_dir(root);
     for obj in EBPF_OBJECTS {
@@ -122,22 +120,16 @@ pub fn host_cargo(root: &Path, subcommand: &str, release: bool) -> Cmd {
     if release {
         cmd.arg("--release");
     }
-    cmd.current_dir(root)
-        .env("LB_EBPF_DIR", ebpf_out_dir(root))
-        .env("LB_BIN", lb_bin(root, release));
+    cmd.current_dir(root).env("LB_EBPF_DIR", ebpf_out_dir(root)).env("LB_BIN", lb_bin(root, release));
     // Leave RUSTUP_TOOLCHAIN so the nested cargo uses the outer toolchain.
-    cmd.env_remove("RUSTC")
-        .env_remove("RUSTDOC")
-        .env_remove("CARGO");
+    cmd.env_remove("RUSTC").env_remove("RUSTDOC").env_remove("CARGO");
     strip_cargo_run_env(&mut cmd);
     cmd
 }
 
 /// `<target>/<debug|release>/<name>` of a host binary.
 pub fn host_bin(root: &Path, release: bool, name: &str) -> PathBuf {
-    host_target_dir(root)
-        .join(if release { "release" } else { "debug" })
-        .join(name)
+    host_target_dir(root).join(if release { "release" } else { "debug" }).join(name)
 }
 
 /// The `lb` binary of the given profile.

@@ -28,10 +28,7 @@ impl std::error::Error for ChildFailed {}
 /// Exit code of a finished child, shell style: 128+N when killed by signal N.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
 }
 
 /// A `std::process::Command` that remembers a printable form of itself.
@@ -72,8 +69,7 @@ impl Cmd {
     /// Sets a variable in the child's environment (shown in the trace).
     pub fn env(&mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> &mut Self {
         self.inner.env(key.as_ref(), val.as_ref());
-        self.envs
-            .push((key.as_ref().to_owned(), val.as_ref().to_owned()));
+        self.envs.push((key.as_ref().to_owned(), val.as_ref().to_owned()));
         self
     }
 
@@ -90,11 +86,8 @@ impl Cmd {
 
     /// The command line, shell-quoted, with the variables it sets in front.
     pub fn display(&self) -> String {
-        let mut parts: Vec<String> = self
-            .envs
-            .iter()
-            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), shell_quote(v)))
-            .collect();
+        let mut parts: Vec<String> =
+            self.envs.iter().map(|(k, v)| format!("{}={}", k.to_string_lossy(), shell_quote(v))).collect();
         parts.push(shell_quote(&self.program));
         parts.extend(self.args.iter().map(|a| shell_quote(a)));
         parts.join(" ")
@@ -117,11 +110,7 @@ impl Cmd {
         if status.success() {
             Ok(())
         } else {
-            Err(ChildFailed {
-                command: self.display(),
-                code: exit_code(status),
-            }
-            .into())
+            Err(ChildFailed { command: self.display(), code: exit_code(status) }.into())
         }
     }
 
@@ -146,11 +135,7 @@ impl Cmd {
     /// Runs a probe silently and returns its stdout, or an error that carries
     /// the command line and its stderr. Used for cheap, read-only checks.
     pub fn read(&mut self) -> Result<String> {
-        let out = self
-            .inner
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| self.spawn_error())?;
+        let out = self.inner.stdin(Stdio::null()).output().with_context(|| self.spawn_error())?;
         if !out.status.success() {
             anyhow::bail!(
                 "`{}` failed ({}): {}",
@@ -177,10 +162,7 @@ impl Cmd {
 /// `$'...'` form.
 pub fn shell_quote(word: &OsStr) -> String {
     let s = word.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c)) {
         return s.into_owned();
     }
     if s.chars().any(|c| c.is_control()) {
@@ -207,14 +189,8 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(shell_quote(OsStr::new("--target-dir")), "--target-dir");
-        assert_eq!(
-            shell_quote(OsStr::new("-L native=/tmp/x")),
-            "'-L native=/tmp/x'"
-        );
+        assert_eq!(shell_quote(OsStr::new("-L native=/tmp/x")), "'-L native=/tmp/x'");
         assert_eq!(shell_quote(OsStr::new("it's")), r"'it'\''s'");
-        assert_eq!(
-            shell_quote(OsStr::new("-C\x1fdebuginfo=2")),
-            r"$'-C\x1fdebuginfo=2'"
-        );
+        assert_eq!(shell_quote(OsStr::new("-C\x1fdebuginfo=2")), r"$'-C\x1fdebuginfo=2'");
     }
 }

@@ -156,11 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test { args } => run::test(&root, &args),
         Command::Demo { args } => run::demo(&root, &args),
         Command::Bench { quick, args } => bench::bench(&root, quick, &args),
-        Command::BuildAndLoad {
-            iface,
-            config,
-            mode,
-        } => run::build_and_load(&root, &iface, &config, mode),
+        Command::BuildAndLoad { iface, config, mode } => run::build_and_load(&root, &iface, &config, mode),
     }
 }
 
@@ -171,11 +167,7 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("[xtask] error: {err:#}");
             // Keep a failed child's exit code (e.g. the demo's); else 1.
-            let code = err
-                .chain()
-                .find_map(|e| e.downcast_ref::<ChildFailed>())
-                .map(|c| c.code)
-                .unwrap_or(1);
+            let code = err.chain().find_map(|e| e.downcast_ref::<ChildFailed>()).map(|c| c.code).unwrap_or(1);
             ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1))
         }
     }

@@ -35,14 +35,8 @@ pub fn test(root: &Path, extra: &[OsString]) -> Result<()> {
     require_root("test")?;
     let setup = setup()?;
     build_ebpf(root, &setup)?;
-    host_cargo(root, "build", false)
-        .args(["-p", "lb-userspace", "--bin", "lb"])
-        .run()
-        .context("building lb failed")?;
-    step(format!(
-        "running the tests with LB_BIN={}",
-        lb_bin(root, false).display()
-    ));
+    host_cargo(root, "build", false).args(["-p", "lb-userspace", "--bin", "lb"]).run().context("building lb failed")?;
+    step(format!("running the tests with LB_BIN={}", lb_bin(root, false).display()));
     let mut cmd = host_cargo(root, "test", false);
     if !selects_packages(extra) {
         // `--workspace` ignores default-members: leave the no_main eBPF crate out.
@@ -87,17 +81,9 @@ impl Tally {
 /// Whether the extra `cargo test` arguments (before a `--`) choose packages
 /// themselves, in which case `--workspace` must not override them.
 fn selects_packages(extra: &[OsString]) -> bool {
-    extra
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .take_while(|a| a != "--")
-        .any(|a| {
-            a.starts_with("-p")
-                || a == "--package"
-                || a.starts_with("--package=")
-                || a == "--workspace"
-                || a == "--all"
-        })
+    extra.iter().map(|a| a.to_string_lossy()).take_while(|a| a != "--").any(|a| {
+        a.starts_with("-p") || a == "--package" || a.starts_with("--package=") || a == "--workspace" || a == "--all"
+    })
 }
 
 /// `cargo xtask demo`: builds everything, then `lb-demo --lb-bin <lb>`.
@@ -118,17 +104,11 @@ pub fn demo(root: &Path, extra: &[OsString]) -> Result<()> {
 }
 
 /// `cargo xtask build-and-load`: release build, then exec `lb run`.
-pub fn build_and_load(
-    root: &Path,
-    iface: &str,
-    config: &Path,
-    mode: Option<XdpMode>,
-) -> Result<()> {
+pub fn build_and_load(root: &Path, iface: &str, config: &Path, mode: Option<XdpMode>) -> Result<()> {
     // Resolve the config now: lb runs in the caller's directory anyway, but a
     // typo should fail before a release build.
-    let config: PathBuf = config
-        .canonicalize()
-        .with_context(|| format!("config file {} not found", config.display()))?;
+    let config: PathBuf =
+        config.canonicalize().with_context(|| format!("config file {} not found", config.display()))?;
     require_root("build-and-load")?;
     let setup = setup()?;
     build_ebpf(root, &setup)?;
@@ -137,10 +117,7 @@ pub fn build_and_load(
         .run()
         .context("building lb (release) failed")?;
     let mut cmd = Cmd::new(lb_bin(root, true));
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--iface", iface]);
+    cmd.arg("run").arg("--config").arg(&config).args(["--iface", iface]);
     if mode == Some(XdpMode::Skb) {
         cmd.args(["--xdp-mode", "skb"]);
     }

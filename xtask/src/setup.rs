@@ -27,20 +27,11 @@ pub struct DebPackage {
 
 /// Debian packages the tests use. Add new ones here.
 pub const DEBIAN_PACKAGES: &[DebPackage] = &[
-    DebPackage {
-        name: "iproute2",
-        command: "ip",
-    },
-    DebPackage {
-        name: "ethtool",
-        command: "ethtool",
-    },
+    DebPackage { name: "iproute2", command: "ip" },
+    DebPackage { name: "ethtool", command: "ethtool" },
     // BIRD 2 for the ECMP tests (tests/tests/ecmp.rs); its systemd service
     // does not matter: the tests run `bird -f` in their own namespaces.
-    DebPackage {
-        name: "bird2",
-        command: "bird",
-    },
+    DebPackage { name: "bird2", command: "bird" },
 ];
 
 /// What the nightly toolchain looks like.
@@ -76,10 +67,7 @@ pub fn setup() -> Result<Setup> {
 
 fn is_plain_nightly(name: &str) -> bool {
     // `nightly` or `nightly-<host triple>`, but not a dated `nightly-2026-05-01-...`.
-    name == NIGHTLY
-        || name
-            .strip_prefix("nightly-")
-            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    name == NIGHTLY || name.strip_prefix("nightly-").is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 fn ensure_nightly() -> Result<()> {
@@ -87,10 +75,7 @@ fn ensure_nightly() -> Result<()> {
         .args(["toolchain", "list"])
         .read()
         .context("could not list rustup toolchains; is rustup installed (https://rustup.rs)?")?;
-    let found = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .find(|name| is_plain_nightly(name));
+    let found = list.lines().filter_map(|l| l.split_whitespace().next()).find(|name| is_plain_nightly(name));
     match found {
         Some(name) => {
             step(format!("nightly toolchain: ok ({name})"));
@@ -110,21 +95,15 @@ fn ensure_rust_src() -> Result<()> {
         .args(["component", "list", "--toolchain", NIGHTLY, "--installed"])
         .read()
         .context("could not list the nightly toolchain's components")?;
-    if installed
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some("rust-src"))
-    {
+    if installed.lines().any(|l| l.split_whitespace().next() == Some("rust-src")) {
         step("rust-src for nightly: ok");
         return Ok(());
     }
     step("rust-src for nightly: missing, installing it (needed by -Z build-std=core)");
-    Cmd::new("rustup")
-        .args(["component", "add", "rust-src", "--toolchain", NIGHTLY])
-        .run()
-        .context(
-            "installing rust-src failed; install it by hand with:\n    \
+    Cmd::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]).run().context(
+        "installing rust-src failed; install it by hand with:\n    \
              rustup component add rust-src --toolchain nightly",
-        )?;
+    )?;
     Ok(())
 }
 
@@ -151,12 +130,7 @@ pub fn nightly_info() -> Result<Nightly> {
         .args(["--print", "sysroot"])
         .read()
         .context("`rustup run nightly rustc --print sysroot` failed")?;
-    Ok(Nightly {
-        sysroot: PathBuf::from(sysroot.trim()),
-        release,
-        llvm_version,
-        llvm_major,
-    })
+    Ok(Nightly { sysroot: PathBuf::from(sysroot.trim()), release, llvm_version, llvm_major })
 }
 
 fn nightly_rustc() -> Cmd {
@@ -194,14 +168,8 @@ fn ensure_bpf_linker(nightly: &Nightly) -> Result<PathBuf> {
             Err(e) => reasons.push(format!("{e:#}")),
         }
     }
-    let reason = if reasons.is_empty() {
-        "bpf-linker is not installed".to_owned()
-    } else {
-        reasons.join("; ")
-    };
-    step(format!(
-        "bpf-linker {BPF_LINKER_VERSION}: needs (re)building: {reason}"
-    ));
+    let reason = if reasons.is_empty() { "bpf-linker is not installed".to_owned() } else { reasons.join("; ") };
+    step(format!("bpf-linker {BPF_LINKER_VERSION}: needs (re)building: {reason}"));
     step(format!(
         "building bpf-linker {BPF_LINKER_VERSION} against the libLLVM {} of nightly {} \
          (takes about a minute)",
@@ -213,12 +181,8 @@ fn ensure_bpf_linker(nightly: &Nightly) -> Result<PathBuf> {
     let installed = cargo_home_bin()
         .map(|d| d.join("bpf-linker"))
         .context("cannot find CARGO_HOME (neither CARGO_HOME nor HOME is set)")?;
-    check_bpf_linker(&installed, nightly).with_context(|| {
-        format!(
-            "bpf-linker was built but {} still fails the check; {manual}",
-            installed.display()
-        )
-    })?;
+    check_bpf_linker(&installed, nightly)
+        .with_context(|| format!("bpf-linker was built but {} still fails the check; {manual}", installed.display()))?;
     if which("bpf-linker").as_deref() != Some(installed.as_path()) {
         warn(format!(
             "{} is not the first bpf-linker on PATH; xtask puts its directory first \
@@ -226,10 +190,7 @@ fn ensure_bpf_linker(nightly: &Nightly) -> Result<PathBuf> {
             installed.display()
         ));
     }
-    step(format!(
-        "bpf-linker {BPF_LINKER_VERSION}: installed at {}",
-        installed.display()
-    ));
+    step(format!("bpf-linker {BPF_LINKER_VERSION}: installed at {}", installed.display()));
     Ok(installed)
 }
 
@@ -242,16 +203,11 @@ fn check_bpf_linker(path: &Path, nightly: &Nightly) -> Result<()> {
         .with_context(|| format!("`{} --version` does not work", path.display()))?;
     let version = version.trim();
     if version.split_whitespace().nth(1) != Some(BPF_LINKER_VERSION) {
-        bail!(
-            "`{} --version` says `{version}`, want {BPF_LINKER_VERSION}",
-            path.display()
-        );
+        bail!("`{} --version` says `{version}`, want {BPF_LINKER_VERSION}", path.display());
     }
 
-    let ldd = Cmd::new("ldd")
-        .arg(path)
-        .read()
-        .with_context(|| format!("cannot list the libraries of {}", path.display()))?;
+    let ldd =
+        Cmd::new("ldd").arg(path).read().with_context(|| format!("cannot list the libraries of {}", path.display()))?;
     let llvm = libllvm_from_ldd(&ldd).with_context(|| format!("`ldd {}`", path.display()))?;
     let lib_dir = nightly.sysroot.join("lib");
     let lib_dir = fs::canonicalize(&lib_dir).unwrap_or(lib_dir);
@@ -270,11 +226,7 @@ fn check_bpf_linker(path: &Path, nightly: &Nightly) -> Result<()> {
 /// From `ldd` output: the path libLLVM resolves to; an error when some
 /// library is not found or no libLLVM is linked.
 fn libllvm_from_ldd(ldd: &str) -> Result<PathBuf> {
-    let missing: Vec<&str> = ldd
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.contains("not found"))
-        .collect();
+    let missing: Vec<&str> = ldd.lines().map(str::trim).filter(|l| l.contains("not found")).collect();
     if !missing.is_empty() {
         bail!("cannot resolve: {}", missing.join(", "));
     }
@@ -298,12 +250,10 @@ fn find_libllvm(nightly: &Nightly) -> Result<PathBuf> {
         .collect();
     // Prefer the versioned `libLLVM.so.<ver>` (the DT_SONAME) over `libLLVM-<ver>.so`.
     names.sort_by_key(|n| (!n.starts_with("libLLVM.so."), n.clone()));
-    let name = names.into_iter().next().with_context(|| {
-        format!(
-            "no libLLVM*.so* in {}; the nightly toolchain should ship one",
-            lib_dir.display()
-        )
-    })?;
+    let name = names
+        .into_iter()
+        .next()
+        .with_context(|| format!("no libLLVM*.so* in {}; the nightly toolchain should ship one", lib_dir.display()))?;
     Ok(lib_dir.join(name))
 }
 
@@ -314,15 +264,12 @@ fn install_bpf_linker(nightly: &Nightly) -> Result<()> {
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| {
         let link = tmp.join("libLLVM.so");
-        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| {
-            format!("cannot symlink {} -> {}", link.display(), libllvm.display())
-        })?;
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("cannot symlink {} -> {}", link.display(), libllvm.display()))?;
         match cargo_install(nightly, &tmp, true) {
             Ok(()) => Ok(()),
             Err(e) => {
-                warn(format!(
-                    "`cargo install --locked` failed ({e:#}); retrying without --locked"
-                ));
+                warn(format!("`cargo install --locked` failed ({e:#}); retrying without --locked"));
                 cargo_install(nightly, &tmp, false)
             }
         }
@@ -370,9 +317,7 @@ fn manual_bpf_linker_help(nightly: &Nightly) -> String {
 
 fn deb_installed(pkg: &DebPackage) -> bool {
     if which(pkg.command).is_some()
-        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(pkg.command).is_file())
+        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(pkg.command).is_file())
     {
         return true;
     }
@@ -384,19 +329,12 @@ fn deb_installed(pkg: &DebPackage) -> bool {
 
 fn ensure_debian_packages() -> Result<()> {
     let all: Vec<&str> = DEBIAN_PACKAGES.iter().map(|p| p.name).collect();
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|p| !deb_installed(p))
-        .map(|p| p.name)
-        .collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|p| !deb_installed(p)).map(|p| p.name).collect();
     if missing.is_empty() {
         step(format!("Debian packages ({}): ok", all.join(", ")));
         return Ok(());
     }
-    let by_hand = format!(
-        "apt-get update && apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
-    );
+    let by_hand = format!("apt-get update && apt-get install -y --no-install-recommends {}", missing.join(" "));
     if !is_root() {
         warn(format!(
             "Debian packages missing: {} (the tests need them); not root, so not \
@@ -412,27 +350,16 @@ fn ensure_debian_packages() -> Result<()> {
             missing.join(", ")
         );
     }
-    step(format!(
-        "Debian packages missing: {}; installing them",
-        missing.join(", ")
-    ));
+    step(format!("Debian packages missing: {}; installing them", missing.join(", ")));
     let fix = || format!("installing Debian packages failed; by hand: {by_hand}");
-    Cmd::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()
-        .with_context(fix)?;
+    Cmd::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive").run().with_context(fix)?;
     Cmd::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .with_context(fix)?;
-    let still: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|p| !deb_installed(p))
-        .map(|p| p.name)
-        .collect();
+    let still: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|p| !deb_installed(p)).map(|p| p.name).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
@@ -469,10 +396,7 @@ fn ensure_bpffs() -> Result<()> {
     if !Path::new(BPF_FS).is_dir() {
         fs::create_dir_all(BPF_FS).with_context(fix)?;
     }
-    Cmd::new("mount")
-        .args(["-t", "bpf", "bpf", BPF_FS])
-        .run()
-        .with_context(fix)?;
+    Cmd::new("mount").args(["-t", "bpf", "bpf", BPF_FS]).run().with_context(fix)?;
     Ok(())
 }
 
@@ -484,9 +408,7 @@ mod tests {
     fn nightly_names() {
         assert!(is_plain_nightly("nightly"));
         assert!(is_plain_nightly("nightly-x86_64-unknown-linux-gnu"));
-        assert!(!is_plain_nightly(
-            "nightly-2026-05-01-x86_64-unknown-linux-gnu"
-        ));
+        assert!(!is_plain_nightly("nightly-2026-05-01-x86_64-unknown-linux-gnu"));
         assert!(!is_plain_nightly("stable-x86_64-unknown-linux-gnu"));
     }
 

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask_dir
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+    xtask_dir.parent().expect("xtask lives one level below the workspace root").to_path_buf()
 }
 
 /// The host target directory: `CARGO_TARGET_DIR` (relative to the workspace
@@ -38,11 +35,9 @@ pub fn is_root() -> bool {
 pub fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = env::var_os("PATH")?;
-    env::split_paths(&path).map(|dir| dir.join(name)).find(|p| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts binaries.

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS,
-    MAX_VIPS, RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta, stats,
+    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS,
+    RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta, stats,
 };
 
 /// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU) over one shared table.

@@ -1,6 +1,6 @@
 //! Picking a backend for a flow from its VIP's Maglev ring.
 
-use lb_common::{Backend, BACKEND_F_PRESENT, NO_BACKEND, RING_LANES, VipMeta, ring_chunk_index};
+use lb_common::{BACKEND_F_PRESENT, Backend, NO_BACKEND, RING_LANES, VipMeta, ring_chunk_index};
 
 use super::maps::{BACKENDS, RINGS};
 

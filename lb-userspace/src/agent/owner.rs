@@ -305,7 +305,10 @@ impl Owner {
             Request::Node(drained, reply) => match &self.bgp {
                 Some(bgp) => bgp.set_drained(drained, reply),
                 None => {
-                    let _ = reply.send(Err(ApiError::new(409, "no [bgp] table in the configuration: this instance announces nothing")));
+                    let _ = reply.send(Err(ApiError::new(
+                        409,
+                        "no [bgp] table in the configuration: this instance announces nothing",
+                    )));
                 }
             },
         }

@@ -72,7 +72,10 @@ fn bad_values_name_their_key() {
     assert!(err(&GOOD.replace("ring_size = 251", "ring_size = 250")).starts_with("vip[1].ring_size:"));
     assert!(err(&GOOD.replace("ring_size = 251", "ring_size = 65539")).starts_with("vip[1].ring_size:"));
     assert!(err(&GOOD.replace("port = 443", "port = 0")).starts_with("vip[1].port:"));
-    assert!(err(&GOOD.replace("address = \"2001:db8::11\"", "address = \"198.18.0.13\"")).starts_with("vip[1].backend[0].address:"));
+    assert!(
+        err(&GOOD.replace("address = \"2001:db8::11\"", "address = \"198.18.0.13\""))
+            .starts_with("vip[1].backend[0].address:")
+    );
     assert!(err(&GOOD.replace("address = \"198.18.0.12\"", "address = \"198.18.0.11\"")).contains("listed twice"));
     assert!(err(&GOOD.replace("weight = 2", "weight = 10001")).starts_with("vip[0].backend[0].weight:"));
     assert!(err(&GOOD.replace("02:00:00:00:00:fe", "02:00:00:00:fe")).starts_with("global.nexthop_mac:"));

@@ -16,8 +16,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
-    VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES,
+    RingChunk, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
     consts::{maps, progs},
     ring_chunk_index,
     types::{addr_words, words_addr},
@@ -201,7 +201,9 @@ impl Dataplane {
                         epoch,
                         vip_slot,
                     };
-                    array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
+                    array::<Backend>(&mut self.ebpf, maps::BACKENDS)?
+                        .set(id, entry, 0)
+                        .map_err(map_err(maps::BACKENDS))?;
                     self.applied.epochs.insert(id, epoch);
                     self.applied.backends.insert(identity, id);
                     report.backends_added += 1;
@@ -221,13 +223,12 @@ impl Dataplane {
     ) -> Result<()> {
         let key = vip.key();
         let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
-        let source: Vec<(IpAddr, u32, u32)> = vip
-            .backends
-            .iter()
-            .map(|b| (b.address, b.weight, ids[&(key, b.address, b.mac)]))
-            .collect();
+        let source: Vec<(IpAddr, u32, u32)> =
+            vip.backends.iter().map(|b| (b.address, b.weight, ids[&(key, b.address, b.mac)])).collect();
         let existing = self.applied.vips.get(&key).filter(|v| v.meta.ring_size != 0);
-        if existing.is_some_and(|old| old.source == source && old.meta.flags == flags && old.meta.ring_size == vip.ring_size) {
+        if existing
+            .is_some_and(|old| old.source == source && old.meta.flags == flags && old.meta.ring_size == vip.ring_size)
+        {
             return Ok(());
         }
         let candidates: Vec<maglev::Candidate> =
@@ -256,7 +257,9 @@ impl Dataplane {
         state.meta = VipMeta { slot, ring_size: vip.ring_size, ring_gen: generation, flags };
         state.source = source;
         // The single update that makes the new ring live.
-        hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.insert(key, state.meta, 0).map_err(map_err(maps::VIPS))?;
+        hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?
+            .insert(key, state.meta, 0)
+            .map_err(map_err(maps::VIPS))?;
         self.applied.vips.insert(key, state);
         if is_new {
             report.vips_added += 1;
@@ -314,7 +317,9 @@ impl Dataplane {
             .applied
             .vips
             .iter()
-            .filter(|(k, v)| v.meta.ring_size != 0 && VipAddrKey { addr: k.addr, family: k.family, _pad: [0; 3] } == key)
+            .filter(|(k, v)| {
+                v.meta.ring_size != 0 && VipAddrKey { addr: k.addr, family: k.family, _pad: [0; 3] } == key
+            })
             .count();
         let mut map = hash_map::<VipAddrKey, u32>(&mut self.ebpf, maps::VIP_ADDRS)?;
         if count == 0 {

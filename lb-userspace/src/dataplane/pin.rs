@@ -186,7 +186,8 @@ impl Dataplane {
             let (key, meta) = entry.map_err(map_err(maps::VIPS))?;
             let mut ring = Vec::with_capacity(meta.ring_size as usize);
             for start in (0..meta.ring_size).step_by(RING_LANES as usize) {
-                let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen, start), 0).map_err(map_err(maps::RINGS))?;
+                let chunk =
+                    rings.get(&ring_chunk_index(meta.slot, meta.ring_gen, start), 0).map_err(map_err(maps::RINGS))?;
                 let n = (meta.ring_size - start).min(RING_LANES) as usize;
                 ring.extend_from_slice(&chunk.lanes[..n]);
             }
@@ -235,7 +236,9 @@ fn refuse_other_layouts(base: &Path, iface: &str) -> Result<()> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name != ours && entry.path().join(iface).exists() {
-            return Err(PinError::OtherLayout { path: entry.path().join(iface).display().to_string(), found: name }.into());
+            return Err(
+                PinError::OtherLayout { path: entry.path().join(iface).display().to_string(), found: name }.into()
+            );
         }
     }
     Ok(())

@@ -4,12 +4,8 @@ use std::net::IpAddr;
 
 use aya::maps::{MapData, MapError, PerCpuArray};
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk,
-    VipKey, VipMeta,
-    consts::maps,
-    hash::flow_hash,
-    ring_chunk_index, stats,
-    types::words_addr,
+    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk, VipKey, VipMeta,
+    consts::maps, hash::flow_hash, ring_chunk_index, stats, types::words_addr,
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
@@ -65,7 +61,8 @@ impl Dataplane {
         let hash = flow_hash(flow);
         let entry = hash.checked_rem(meta.ring_size).unwrap_or(0);
         let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
-        let chunk = rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
+        let chunk =
+            rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
         let id = chunk.lanes[(entry % RING_LANES) as usize];
         let ring_backend =
             if id == NO_BACKEND || meta.ring_size == 0 { None } else { self.present_backend(id as u32, None)? };
@@ -156,7 +153,6 @@ impl Dataplane {
             })
             .collect()
     }
-
 
     /// FNV-1a digest of a VIP's live Maglev table, as backend addresses:
     /// instances holding the same backend set print the same value.

@@ -3,9 +3,7 @@ use std::net::Ipv4Addr;
 use super::*;
 
 fn backends(n: u32) -> Vec<Candidate> {
-    (0..n)
-        .map(|i| Candidate { address: IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i + 10)), weight: 1 })
-        .collect()
+    (0..n).map(|i| Candidate { address: IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i + 10)), weight: 1 }).collect()
 }
 
 fn counts(table: &[Option<usize>], n: usize) -> Vec<usize> {

@@ -51,10 +51,9 @@ fn a_down_backend_is_removed_or_kept_as_configured() {
 
 #[test]
 fn drain_and_maint() {
-    let text = CFG.replace("weight = 3", "weight = 3\n  state = \"drain\"").replace(
-        "address = \"198.18.0.13\"",
-        "address = \"198.18.0.13\"\n  state = \"maint\"",
-    );
+    let text = CFG
+        .replace("weight = 3", "weight = 3\n  state = \"drain\"")
+        .replace("address = \"198.18.0.13\"", "address = \"198.18.0.13\"\n  state = \"maint\"");
     let cfg = Config::from_toml_str(&text).unwrap();
     let eff = effective(&cfg, &HashMap::new());
     assert_eq!(weights(&eff), vec![(addr("198.18.0.11"), 0), (addr("198.18.0.12"), 1)]);
