@@ -42,7 +42,14 @@ struct Ports {
 /// the flow is the quoted packet's, turned around to the client's side.
 #[inline(always)]
 pub fn parse_v4(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
+    // Bounded by the IP packet, not just the frame: Ethernet padding is not
+    // ICMP. (Checked after each load: done before, it lets LLVM drop the
+    // frame check the verifier needs.)
+    let ip_end = pkt.l2.len + pkt.ip_len as usize;
     let Some(icmp) = load::<IcmpHdr>(ctx, l4) else { return Parsed::OtherProto };
+    if l4 + 8 > ip_end {
+        return Parsed::OtherProto;
+    }
     let kind = icmp.kind;
     if kind == ICMP_ECHO_REQUEST {
         pkt.flow.proto = IPPROTO_ICMP;
@@ -57,6 +64,9 @@ pub fn parse_v4(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
         return Parsed::OtherProto;
     }
     let Some(ports) = load::<Ports>(ctx, inner_off + IPV4_HDR_LEN) else { return Parsed::OtherProto };
+    if inner_off + IPV4_HDR_LEN + 4 > ip_end {
+        return Parsed::OtherProto;
+    }
     pkt.flow.src = [inner.daddr, 0, 0, 0];
     pkt.flow.dst = [inner.saddr, 0, 0, 0];
     pkt.flow.sport = ports.dport;
@@ -68,7 +78,14 @@ pub fn parse_v4(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
 /// ICMPv6 counterpart of [`parse_v4`].
 #[inline(always)]
 pub fn parse_v6(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
+    // Bounded by the IP packet, not just the frame: Ethernet padding is not
+    // ICMP. (Checked after each load: done before, it lets LLVM drop the
+    // frame check the verifier needs.)
+    let ip_end = pkt.l2.len + pkt.ip_len as usize;
     let Some(icmp) = load::<IcmpHdr>(ctx, l4) else { return Parsed::OtherProto };
+    if l4 + 8 > ip_end {
+        return Parsed::OtherProto;
+    }
     let kind = icmp.kind;
     if kind == ICMPV6_ECHO_REQUEST {
         pkt.flow.proto = IPPROTO_ICMPV6;
@@ -83,6 +100,9 @@ pub fn parse_v6(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
         return Parsed::OtherProto;
     }
     let Some(ports) = load::<Ports>(ctx, inner_off + IPV6_HDR_LEN) else { return Parsed::OtherProto };
+    if inner_off + IPV6_HDR_LEN + 4 > ip_end {
+        return Parsed::OtherProto;
+    }
     pkt.flow.src = inner.daddr;
     pkt.flow.dst = inner.saddr;
     pkt.flow.sport = ports.dport;

@@ -44,7 +44,8 @@ impl FromStr for Mac {
         }
         let mut mac = [0u8; 6];
         for (byte, part) in mac.iter_mut().zip(parts) {
-            if part.len() != 2 {
+            // from_str_radix alone would take "+2"
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;

@@ -119,3 +119,11 @@ fn mtu_and_too_big() {
     assert!(err(&GOOD.replace("[global]\n", "[global]\nmtu = 1000\n")).starts_with("global.mtu:"));
     assert!(err(&GOOD.replace("[global]\n", "[global]\ntoo_big = \"fragment\"\n")).contains("fragment"));
 }
+
+#[test]
+fn macs_are_six_pairs_of_hex_digits() {
+    assert_eq!("02:00:00:00:00:0a".parse::<Mac>(), Ok(Mac([2, 0, 0, 0, 0, 10])));
+    for bad in ["+2:+0:00:00:00:01", "02:00:00:00:00", "02:00:00:00:00:001", "0g:00:00:00:00:01", ""] {
+        assert!(bad.parse::<Mac>().is_err(), "{bad:?} accepted");
+    }
+}
