@@ -96,7 +96,7 @@ pub fn parse_v6(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
     }
     let inner_off = l4 + 8;
     let Some(inner) = load::<Ipv6Hdr>(ctx, inner_off) else { return Parsed::OtherProto };
-    if inner.nexthdr != IPPROTO_TCP && inner.nexthdr != IPPROTO_UDP {
+    if inner.vtc_flow[0] >> 4 != 6 || (inner.nexthdr != IPPROTO_TCP && inner.nexthdr != IPPROTO_UDP) {
         return Parsed::OtherProto;
     }
     let Some(ports) = load::<Ports>(ctx, inner_off + IPV6_HDR_LEN) else { return Parsed::OtherProto };
