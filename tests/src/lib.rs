@@ -2,7 +2,9 @@
 //! and a veth/netns harness (namespaces, topology, traffic) shared by the
 //! end-to-end tests and `lb-demo`.
 
+pub mod ecmp;
 pub mod netns;
+pub mod model;
 pub mod packet;
 pub mod topology;
 pub mod traffic;

@@ -1,0 +1,488 @@
+//! Part 4: lb against HAProxy (Debian's, TCP mode) on the same veth
+//! topology (`lb_tests::topology`: client, balancer host, 3 backends on one
+//! bridge), the same backends and the same client load.
+//!
+//! - lb: `lb run` on lb0, VIP 198.18.100.1:80/tcp in l2dsr mode (so the
+//!   topology's router, the IPIP next hop, is not on either path: both go
+//!   client -> balancer host -> backend). Backends answer directly.
+//! - HAProxy: `haproxy -db` in the balancer's namespace, `nbthread 1`, TCP
+//!   mode, listening on 198.18.0.2:8080, round robin to the backends' own
+//!   addresses. Answers go back through it.
+//! - Backends: a small HTTP server of the bench (worker threads, blocking
+//!   accept) on both the VIP and the backend's own address.
+//!
+//! Workloads, from the client namespace:
+//! - new connections per second: 8 threads, each connect, one request
+//!   with `Connection: close`, read the answer until the server closes;
+//! - latency: one client, one new connection per request, sequential;
+//!   median and p99;
+//! - packets per second: 8 keep-alive connections doing request/answer as
+//!   fast as they can; packets the switch delivered to the balancer host
+//!   (tx counter of its switch port) per second.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lb_tests::netns::{self, ChildGuard, in_netns, spawn_in_netns, sysctls};
+use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VipSpec};
+
+use super::report::{Report, Stat, Table, percentile_sorted};
+use super::{Budget, aborted, sys};
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+const HAPROXY_PORT: u16 = 8080;
+const CONN_THREADS: usize = 8;
+const KEEPALIVE_CONNS: usize = 8;
+const WORKERS_PER_LISTENER: usize = 24;
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Installs Debian's haproxy with apt-get when it is missing.
+pub fn ensure_haproxy() -> Result<PathBuf> {
+    if Path::new(HAPROXY).is_file() {
+        return Ok(HAPROXY.into());
+    }
+    eprintln!("lb-bench: installing Debian's haproxy (apt-get install -y haproxy) ...");
+    let install = || {
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "haproxy"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+    };
+    let ok = install().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        let _ = std::process::Command::new("apt-get")
+            .arg("update")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status();
+        let ok = install().map(|s| s.success()).unwrap_or(false);
+        if !ok || !Path::new(HAPROXY).is_file() {
+            bail!("haproxy is not installed and `apt-get install haproxy` failed");
+        }
+    }
+    Ok(HAPROXY.into())
+}
+
+/// The bench's backend: HTTP/1.1 on each address, answering every request
+/// with the backend's name; closes first after a `Connection: close`
+/// request.
+struct BenchServer {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BenchServer {
+    fn start(ns: &str, name: &str, addrs: &[SocketAddr]) -> Result<BenchServer> {
+        let addrs = addrs.to_vec();
+        let listeners: Vec<TcpListener> = in_netns(ns, move || {
+            addrs.iter().map(|a| TcpListener::bind(a).with_context(|| format!("bind {a}"))).collect()
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        let body = format!("{name}\n");
+        for l in listeners {
+            let l = Arc::new(l);
+            set_accept_timeout(&l)?;
+            for _ in 0..WORKERS_PER_LISTENER {
+                let (l, stop, body) = (l.clone(), stop.clone(), body.clone());
+                workers.push(std::thread::Builder::new().name("bench-srv".into()).spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((c, _)) = l.accept() {
+                            let _ = serve(c, &body, &stop);
+                        }
+                    }
+                })?);
+            }
+        }
+        Ok(BenchServer { stop, workers })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Lets a blocking accept return every 100 ms (to see the stop flag).
+fn set_accept_timeout(l: &TcpListener) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+    // SAFETY: valid socket and option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn serve(mut c: TcpStream, body: &str, stop: &AtomicBool) -> std::io::Result<()> {
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let mut idle = 0;
+    loop {
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let close = pending[..end].windows(17).any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+            pending.drain(..end + 4);
+            c.write_all(resp.as_bytes())?;
+            if close {
+                return Ok(());
+            }
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                idle = 0;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                idle += 1;
+                if stop.load(Ordering::Relaxed) || idle > 50 {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads one answer (head + Content-Length body).
+fn read_answer(s: &mut TcpStream, pending: &mut Vec<u8>) -> Result<()> {
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") {
+                bail!("answer: {}", head.lines().next().unwrap_or(""));
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                pending.drain(..end + 4 + len);
+                return Ok(());
+            }
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("connection closed before the answer");
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One short request on a new connection; waits for the server's close.
+fn one_request(target: SocketAddr) -> Result<()> {
+    let mut s = TcpStream::connect_timeout(&target, OP_TIMEOUT)?;
+    s.set_read_timeout(Some(OP_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut pending = Vec::new();
+    read_answer(&mut s, &mut pending)?;
+    // The server closes first: wait for it, so TIME_WAIT stays there.
+    let mut b = [0u8; 64];
+    let _ = s.read(&mut b);
+    Ok(())
+}
+
+/// New connections per second: `CONN_THREADS` clients for `secs`.
+fn conn_rate(client_ns: &str, target: SocketAddr, secs: f64) -> Result<(f64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..CONN_THREADS)
+        .map(|i| {
+            spawn_in_netns(client_ns, &format!("bench-conn{i}"), move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < deadline && !netns::abort_requested() {
+                    match one_request(target) {
+                        Ok(()) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                Ok((ok, failed))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (mut ok, mut failed) = (0, 0);
+    for h in handles {
+        let (o, f) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ok += o;
+        failed += f;
+    }
+    Ok((ok as f64 / start.elapsed().as_secs_f64(), failed))
+}
+
+/// Latency of `n` sequential short requests, each on a new connection (µs).
+fn latency(client_ns: &str, target: SocketAddr, n: usize) -> Result<Vec<f64>> {
+    in_netns(client_ns, move || {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            one_request(target)?;
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok(v)
+    })
+}
+
+/// Keep-alive request/answer loops: (requests per second, failures).
+fn keepalive_rate(client_ns: &str, target: SocketAddr, secs: f64) -> Result<(f64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..KEEPALIVE_CONNS)
+        .map(|i| {
+            spawn_in_netns(client_ns, &format!("bench-ka{i}"), move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut conn: Option<(TcpStream, Vec<u8>)> = None;
+                while Instant::now() < deadline && !netns::abort_requested() {
+                    if conn.is_none() {
+                        match TcpStream::connect_timeout(&target, OP_TIMEOUT) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(OP_TIMEOUT))?;
+                                s.set_nodelay(true)?;
+                                conn = Some((s, Vec::new()));
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let (s, pending) = conn.as_mut().unwrap();
+                    let r = s
+                        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+                        .map_err(anyhow::Error::from)
+                        .and_then(|_| read_answer(s, pending));
+                    match r {
+                        Ok(()) => ok += 1,
+                        Err(_) => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                Ok((ok, failed))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (mut ok, mut failed) = (0, 0);
+    for h in handles {
+        let (o, f) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        ok += o;
+        failed += f;
+    }
+    Ok((ok as f64 / start.elapsed().as_secs_f64(), failed))
+}
+
+/// Waits until `target` accepts connections from the client namespace.
+fn wait_listening(client_ns: &str, target: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = in_netns(client_ns, move || Ok(one_request(target).is_ok()))?;
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{target} does not answer");
+        }
+        aborted()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Default)]
+struct Side {
+    conn_per_s: Vec<f64>,
+    conn_failed: u64,
+    pps: Vec<f64>,
+    req_per_s: Vec<f64>,
+    lat_p50_us: Vec<f64>,
+    lat_p99_us: Vec<f64>,
+    cpu_cores: Vec<f64>,
+}
+
+/// Runs the three workloads against `target`; `pid` (HAProxy) gets its CPU
+/// use measured during the keep-alive run.
+fn workloads(topo: &Topology, target: SocketAddr, pid: Option<u32>, budget: &Budget, side: &mut Side) -> Result<()> {
+    let client = topo.client().ns.clone();
+    wait_listening(&client, target)?;
+    let (rate, failed) = conn_rate(&client, target, budget.load_secs)?;
+    side.conn_per_s.push(rate);
+    side.conn_failed += failed;
+    aborted()?;
+    let lat = latency(&client, target, budget.latency_requests)?;
+    side.lat_p50_us.push(percentile_sorted(&lat, 50.0));
+    side.lat_p99_us.push(percentile_sorted(&lat, 99.0));
+    aborted()?;
+    let (sw, port) = (topo.switch_ns().to_string(), topo.lb().port.clone());
+    let before = sys::link_packets(&sw, &port)?.1;
+    let cpu_before = pid.map(sys::process_cpu_seconds).transpose()?;
+    let t = Instant::now();
+    let (req, _failed) = keepalive_rate(&client, target, budget.load_secs)?;
+    let el = t.elapsed().as_secs_f64();
+    let after = sys::link_packets(&sw, &port)?.1;
+    if let (Some(p), Some(b)) = (pid, cpu_before) {
+        side.cpu_cores.push((sys::process_cpu_seconds(p)? - b) / el);
+    }
+    side.pps.push((after - before) as f64 / el);
+    side.req_per_s.push(req);
+    Ok(())
+}
+
+pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
+    let haproxy = ensure_haproxy()?;
+    let version = netns::run(haproxy.to_str().unwrap(), &["-v"]).unwrap_or_default();
+    report.set("haproxy.version", serde_json::json!(version.lines().next().unwrap_or("").trim()));
+    let opts = TopologyOptions {
+        backends: 3,
+        vips_v4: vec![VIP_V4],
+        vips_v6: vec![],
+        tcp_ports: vec![80],
+        udp_ports: vec![],
+        start_decap: true,
+        servers: false,
+        lb_bin: Some(lb_bin.to_path_buf()),
+        xdp_mode: "native".into(),
+        ..TopologyOptions::default()
+    };
+    let mut topo = Topology::new(opts)?;
+    for ns in [topo.client().ns.clone(), topo.lb().ns.clone()] {
+        sysctls(&ns, &[("net.ipv4.ip_local_port_range", "1024 65000"), ("net.ipv4.tcp_tw_reuse", "1")])?;
+    }
+    let mut servers = Vec::new();
+    for b in topo.backends() {
+        let addrs = [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(b.v4.into(), 80)];
+        servers.push(BenchServer::start(&b.ns, &b.name, &addrs)?);
+    }
+    let lb_cfg = topo.write_config(&[VipSpec::tcp(VIP_V4, 80, Forwarding::L2dsr)]);
+    let mut hcfg = format!(
+        "global\n  nbthread 1\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+         timeout client 30s\n  timeout server 30s\n\nfrontend bench\n  bind {}:{HAPROXY_PORT}\n  \
+         default_backend servers\n\nbackend servers\n  balance roundrobin\n",
+        topo.lb().v4
+    );
+    for (i, b) in topo.backends().iter().enumerate() {
+        hcfg.push_str(&format!("  server b{} {}:80\n", i + 1, b.v4));
+    }
+    let hpath = topo.dir().join("haproxy.cfg");
+    std::fs::write(&hpath, hcfg)?;
+    let lb_target = SocketAddr::new(IpAddr::V4(VIP_V4), 80);
+    let hp_target = SocketAddr::new(IpAddr::V4(topo.lb().v4), HAPROXY_PORT);
+
+    let rounds = if budget.quick { 1 } else { 3 };
+    let (mut lb, mut hp) = (Side::default(), Side::default());
+    for _ in 0..rounds {
+        aborted()?;
+        topo.start_lb(&lb_cfg)?;
+        workloads(&topo, lb_target, None, budget, &mut lb)?;
+        topo.stop_lb()?;
+        let log = topo.dir().join("haproxy.log");
+        let hpath_s = hpath.to_str().context("path")?;
+        let mut child = ChildGuard::spawn_in(&topo.lb().ns, "haproxy", &haproxy, &["-f", hpath_s, "-db"], &log)?;
+        let r = workloads(&topo, hp_target, child.pid(), budget, &mut hp);
+        if let Some(status) = child.try_status() {
+            let log = child.log_text();
+            let alerts: Vec<&str> = log.lines().filter(|l| l.contains("ALERT")).collect();
+            bail!("haproxy exited ({status}): {}", if alerts.is_empty() { log.trim() } else { alerts[0] });
+        }
+        child.stop(Duration::from_secs(2));
+        r?;
+    }
+    drop(servers);
+
+    let put = |report: &mut Report, who: &str, s: &Side| {
+        report.stat(&format!("{who}.conn_per_s"), Stat::of(&s.conn_per_s).unwrap());
+        report.stat(&format!("{who}.pps"), Stat::of(&s.pps).unwrap());
+        report.stat(&format!("{who}.keepalive_req_per_s"), Stat::of(&s.req_per_s).unwrap());
+        report.stat(&format!("{who}.latency_us.p50"), Stat::of(&s.lat_p50_us).unwrap());
+        report.stat(&format!("{who}.latency_us.p99"), Stat::of(&s.lat_p99_us).unwrap());
+        report.number(&format!("{who}.conn_failures"), s.conn_failed as f64);
+    };
+    put(report, "lb", &lb);
+    put(report, "haproxy", &hp);
+    if let Some(s) = Stat::of(&hp.cpu_cores) {
+        report.stat("haproxy.cpu_cores_during_pps", s);
+    }
+    let ratio = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+    report.stat("lb_vs_haproxy.conn_per_s", Stat::of(&ratio(&lb.conn_per_s, &hp.conn_per_s)).unwrap());
+    report.stat("lb_vs_haproxy.pps", Stat::of(&ratio(&lb.pps, &hp.pps)).unwrap());
+    report.stat("lb_vs_haproxy.keepalive_req_per_s", Stat::of(&ratio(&lb.req_per_s, &hp.req_per_s)).unwrap());
+    report.stat("lb_vs_haproxy.latency_p50", Stat::of(&ratio(&lb.lat_p50_us, &hp.lat_p50_us)).unwrap());
+    report.stat("lb_vs_haproxy.latency_p99", Stat::of(&ratio(&lb.lat_p99_us, &hp.lat_p99_us)).unwrap());
+    report.set("lb.forwarding", serde_json::json!("l2dsr"));
+    Ok(())
+}
+
+pub fn table(r: &Report) -> Table {
+    let mut t = Table::new(
+        "4. lb vs HAProxy (TCP mode, nbthread 1), same topology, backends and client load",
+        &["metric", "lb", "HAProxy", "lb / HAProxy", "target"],
+    );
+    let rows = [
+        ("new TCP connections/s", "conn_per_s", "conn_per_s", 0, ">= 3x"),
+        ("packets/s at the balancer (keep-alive load)", "pps", "pps", 0, ">= 10x"),
+        ("keep-alive requests/s", "keepalive_req_per_s", "keepalive_req_per_s", 0, ""),
+        ("latency p50, new conn + request (us)", "latency_us.p50", "latency_p50", 0, ""),
+        ("latency p99, new conn + request (us)", "latency_us.p99", "latency_p99", 0, ""),
+    ];
+    t.row(vec![
+        "HAProxy CPU during the keep-alive load (cores)".into(),
+        "".into(),
+        r.show("haproxy.cpu_cores_during_pps", 2),
+        "".into(),
+        "".into(),
+    ]);
+    for (what, key, rkey, d, target) in rows {
+        t.row(vec![
+            what.into(),
+            r.show(&format!("lb.{key}"), d),
+            r.show(&format!("haproxy.{key}"), d),
+            r.show(&format!("lb_vs_haproxy.{rkey}"), 2),
+            target.into(),
+        ]);
+    }
+    t.row(vec![
+        "packets/s per core (derived: lb veth IPIP; HAProxy pps / its CPU)".into(),
+        r.show("lb.pps_per_core", 0),
+        r.show("haproxy.pps_per_core", 0),
+        r.show("lb_vs_haproxy.pps_per_core", 1),
+        ">= 10x".into(),
+    ]);
+    t
+}
+
+pub const KEYS: [&str; 8] = [
+    "haproxy.conn_per_s",
+    "lb.conn_per_s",
+    "haproxy.pps",
+    "lb.pps",
+    "haproxy.latency_us.p50",
+    "lb.latency_us.p50",
+    "haproxy.latency_us.p99",
+    "lb.latency_us.p99",
+];

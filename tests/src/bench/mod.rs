@@ -1,0 +1,74 @@
+//! The benchmarks of `lb-bench` (see `src/bin/lb-bench.rs` for the command
+//! line): per-packet cost through BPF_PROG_TEST_RUN ([`prog`]), throughput
+//! on veth with a live-frames generator ([`veth`]), control-plane speed
+//! ([`control`]), lb against HAProxy ([`haproxy`]), and the report
+//! ([`report`], [`svg`]).
+
+pub mod config;
+pub mod control;
+pub mod haproxy;
+pub mod harness;
+pub mod peers;
+pub mod prog;
+pub mod raw;
+pub mod report;
+pub mod svg;
+pub mod sys;
+pub mod veth;
+
+/// How long and how often to measure.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub quick: bool,
+    /// Rounds of every measurement (each round measures every case once,
+    /// so ratios come from the same round).
+    pub rounds: usize,
+    /// BPF_PROG_TEST_RUN runs per case and round.
+    pub prog_runs: usize,
+    /// Seconds per live-frames run.
+    pub veth_secs: f64,
+    pub maglev_reps: usize,
+    pub swap_reps: usize,
+    pub failover_cycles: usize,
+    /// Seconds per HAProxy / lb load run.
+    pub load_secs: f64,
+    pub latency_requests: usize,
+}
+
+impl Budget {
+    pub fn full() -> Budget {
+        Budget {
+            quick: false,
+            rounds: 5,
+            prog_runs: 20_000,
+            veth_secs: 3.0,
+            maglev_reps: 15,
+            swap_reps: 30,
+            failover_cycles: 8,
+            load_secs: 5.0,
+            latency_requests: 2000,
+        }
+    }
+
+    pub fn quick() -> Budget {
+        Budget {
+            quick: true,
+            rounds: 3,
+            prog_runs: 5_000,
+            veth_secs: 1.0,
+            maglev_reps: 5,
+            swap_reps: 10,
+            failover_cycles: 3,
+            load_secs: 2.0,
+            latency_requests: 500,
+        }
+    }
+}
+
+/// Whether the user asked to stop (Ctrl-C).
+pub fn aborted() -> anyhow::Result<()> {
+    if lb_tests::netns::abort_requested() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}

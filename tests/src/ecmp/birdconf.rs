@@ -1,0 +1,55 @@
+//! bird.conf files of the ECMP topology: the router (one eBGP session per
+//! lb instance, paths merged into one multipath kernel route) and each lb
+//! instance (the agent's include file exported to the router). Short timers
+//! and BFD make a dead instance's route go within a second.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// AS of the router.
+pub const ROUTER_AS: u32 = 65000;
+/// AS shared by every lb instance: equal AS paths make the routes mergeable.
+pub const LB_AS: u32 = 65001;
+
+/// BGP and BFD timers shared by both ends: hold 3 s (BIRD's minimum) and,
+/// before that, BFD declares a silent neighbour dead after 3 x 100 ms.
+const TIMERS: &str = "  hold time 3; keepalive time 1;\n  connect retry time 1; connect delay time 1; error wait time 1, 2;\n  bfd on;\n";
+
+fn bfd(iface: &str) -> String {
+    format!(
+        "protocol bfd {{\n  interface \"{iface}\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};\n}}\n"
+    )
+}
+
+const LOG: &str = "log stderr { info, remote, warning, error, auth, fatal, bug };\n";
+
+/// The router: accepts /32s of the VIP prefix from every instance and
+/// installs them as one multipath route (`merge paths`).
+pub fn router(id: Ipv4Addr, iface: &str, vip_prefix: &str, instances: &[(String, Ipv4Addr)]) -> String {
+    let mut s = format!("router id {id};\n{LOG}protocol device {{ scan time 10; }}\n");
+    s.push_str("protocol kernel {\n  ipv4 { import none; export all; };\n  merge paths on;\n}\n");
+    s.push_str(&bfd(iface));
+    let _ = write!(
+        s,
+        "template bgp lb_instance {{\n  local {id} as {ROUTER_AS};\n{TIMERS}  ipv4 {{ import where net ~ [ {vip_prefix}{{32,32}} ]; export none; }};\n}}\n"
+    );
+    for (name, addr) in instances {
+        let _ = writeln!(s, "protocol bgp {name} from lb_instance {{ neighbor {addr} as {LB_AS}; }}");
+    }
+    s
+}
+
+/// An lb instance: the agent's include file (a wildcard, so BIRD starts
+/// before the agent wrote it) exported to the router with itself as next hop.
+pub fn instance(id: Ipv4Addr, iface: &str, router: Ipv4Addr, include: &Path) -> String {
+    let mut s = format!("router id {id};\n{LOG}protocol device {{ scan time 10; }}\n");
+    let pattern = include.display().to_string().replace(".conf", "*.conf");
+    let _ = writeln!(s, "include \"{pattern}\";");
+    s.push_str(&bfd(iface));
+    let _ = write!(
+        s,
+        "protocol bgp uplink {{\n  local {id} as {LB_AS};\n  neighbor {router} as {ROUTER_AS};\n{TIMERS}  ipv4 {{ import none; export where proto = \"lb_vips4\"; next hop self; }};\n}}\n"
+    );
+    s
+}

@@ -1,0 +1,71 @@
+//! The benchmark runs and writes its report: `lb-bench --only prog` with
+//! very few packets, then every key issue 4 names is in report.json (a
+//! number, or null with a reason) and report.svg is an SVG. Asserts nothing
+//! about time. Needs root (BPF); skipped otherwise.
+
+use std::process::Command;
+
+use lb_tests::netns::is_root;
+
+/// The flat keys other tools read (issue 4).
+const KEYS: [&str; 17] = [
+    "prog_ns.floor",
+    "prog_ns.tcp_syn",
+    "prog_ns.tcp_ack",
+    "prog_ns.udp",
+    "prog_ns.tcp6_syn",
+    "prog_ns.nonvip",
+    "veth_mpps.drop",
+    "veth_mpps.macswap_tx",
+    "veth_mpps.ipip",
+    "veth_mpps.l2dsr",
+    "maglev_build_ms.n1000",
+    "table_swap_ms",
+    "failover_ms",
+    "haproxy.conn_per_s",
+    "lb.conn_per_s",
+    "haproxy.pps",
+    "lb.pps",
+];
+
+#[test]
+fn bench_runs_and_reports_every_key() {
+    if !is_root() {
+        eprintln!("skipped: needs root for BPF");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("lb-bench-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_lb-bench"))
+        .args(["--only", "prog", "--rounds", "1", "--prog-runs", "300", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run lb-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "lb-bench failed: {}\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains("Cost per packet"), "{stdout}");
+
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
+    for key in KEYS {
+        let v = report.get(key).unwrap_or_else(|| panic!("{key} missing from report.json:\n{text}"));
+        if v.is_null() {
+            let reason = report.get(format!("{key}.reason")).and_then(|r| r.as_str());
+            assert!(reason.is_some_and(|r| !r.is_empty()), "{key} is null without a reason");
+        } else {
+            assert!(v.is_number(), "{key} = {v}");
+        }
+    }
+    // The part that ran produced numbers.
+    for key in
+        ["prog_ns.floor", "prog_ns.tcp_syn", "prog_ns.tcp_ack", "prog_ns.udp", "prog_ns.tcp6_syn", "prog_ns.nonvip"]
+    {
+        assert!(report[key].is_number(), "{key} = {}", report[key]);
+        assert!(report[format!("{key}.min")].is_number() && report[format!("{key}.max")].is_number(), "{key} min/max");
+    }
+    assert!(report["katran_ratio.tcp_ack"].is_number());
+    let svg = std::fs::read_to_string(out.join("report.svg")).expect("report.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG");
+    let _ = std::fs::remove_dir_all(&out);
+}
