@@ -16,7 +16,7 @@ use lb::dataplane::Dataplane;
 use lb::maglev::{self, Candidate};
 use lb_common::{LAYOUT_VERSION, VipKey, VipMeta, net::IPPROTO_TCP};
 use lb_tests::netns::in_netns;
-use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VipSpec};
+use lb_tests::topology::{Forwarding, Topology, VIP_V4, VipSpec};
 
 use super::report::{Report, Stat, Table};
 use super::{Budget, aborted, config, peers};
@@ -177,18 +177,7 @@ fn wait_flip(
 /// backend1 live. failover = flip seen - `fall`-th 503 written. Then
 /// backend1 recovers (rise) and the cycle repeats.
 pub fn failover(lb_bin: &std::path::Path, budget: &Budget, report: &mut Report) -> Result<()> {
-    let opts = TopologyOptions {
-        backends: 3,
-        vips_v4: vec![VIP_V4],
-        vips_v6: vec![],
-        tcp_ports: vec![80],
-        udp_ports: vec![],
-        start_decap: false,
-        servers: false,
-        lb_bin: Some(lb_bin.to_path_buf()),
-        xdp_mode: "native".into(),
-        ..TopologyOptions::default()
-    };
+    let opts = super::topology_options(lb_bin, false);
     let mut topo = Topology::new(opts)?;
     let servers: Vec<ProbeServer> = topo
         .backends()

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lb_tests::netns::{self, ChildGuard, in_netns, spawn_in_netns, sysctls};
-use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VipSpec};
+use lb_tests::topology::{Forwarding, Topology, VIP_V4, VipSpec};
 
 use super::report::{Report, Stat, Table, percentile_sorted};
 use super::{Budget, aborted, sys};
@@ -358,18 +358,7 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let haproxy = ensure_haproxy()?;
     let version = netns::run(haproxy.to_str().unwrap(), &["-v"]).unwrap_or_default();
     report.set("haproxy.version", serde_json::json!(version.lines().next().unwrap_or("").trim()));
-    let opts = TopologyOptions {
-        backends: 3,
-        vips_v4: vec![VIP_V4],
-        vips_v6: vec![],
-        tcp_ports: vec![80],
-        udp_ports: vec![],
-        start_decap: true,
-        servers: false,
-        lb_bin: Some(lb_bin.to_path_buf()),
-        xdp_mode: "native".into(),
-        ..TopologyOptions::default()
-    };
+    let opts = super::topology_options(lb_bin, true);
     let mut topo = Topology::new(opts)?;
     for ns in [topo.client().ns.clone(), topo.lb().ns.clone()] {
         sysctls(&ns, &[("net.ipv4.ip_local_port_range", "1024 65000"), ("net.ipv4.tcp_tw_reuse", "1")])?;

@@ -16,6 +16,23 @@ pub mod svg;
 pub mod sys;
 pub mod veth;
 
+/// The benchmarks' topology: 3 backends behind one IPv4 VIP on TCP port 80,
+/// no built-in servers (each benchmark brings its own).
+pub fn topology_options(lb_bin: &std::path::Path, start_decap: bool) -> lb_tests::topology::TopologyOptions {
+    lb_tests::topology::TopologyOptions {
+        backends: 3,
+        vips_v4: vec![lb_tests::topology::VIP_V4],
+        vips_v6: vec![],
+        tcp_ports: vec![80],
+        udp_ports: vec![],
+        start_decap,
+        servers: false,
+        lb_bin: Some(lb_bin.to_path_buf()),
+        xdp_mode: "native".into(),
+        ..lb_tests::topology::TopologyOptions::default()
+    }
+}
+
 /// How long and how often to measure.
 #[derive(Clone, Debug)]
 pub struct Budget {
