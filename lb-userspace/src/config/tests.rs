@@ -127,3 +127,50 @@ fn macs_are_six_pairs_of_hex_digits() {
         assert!(bad.parse::<Mac>().is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn full_tables_are_refused_before_anything_is_applied() {
+    // 512 VIPs: the 513th through the API is refused with the limit named.
+    let mut text = String::from("[global]\nforwarding = \"l2dsr\"\n");
+    for i in 0..MAX_VIPS {
+        text.push_str(&format!(
+            "[[vip]]\naddress = \"198.18.{}.{}\"\nport = 80\nprotocol = \"udp\"\n",
+            100 + i / 250,
+            i % 250 + 1
+        ));
+    }
+    let full = Config::from_toml_str(&text).unwrap();
+    let spec: VipSpec = toml::from_str("address = \"198.19.0.1\"\nport = 80\nprotocol = \"udp\"").unwrap();
+    let e = full.with_vip(spec).unwrap_err().to_string();
+    assert_eq!(e, format!("vip: {} VIPs configured, at most {MAX_VIPS}", MAX_VIPS + 1));
+
+    // 4096 backend entries: one more is refused.
+    let mut text = String::from("[global]\nforwarding = \"l2dsr\"\n");
+    for v in 0..2 {
+        text.push_str(&format!("[[vip]]\naddress = \"198.18.100.{}\"\nport = 80\nprotocol = \"tcp\"\n", v + 1));
+        for b in 0..MAX_BACKENDS / 2 {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"198.18.{}.{}\"\nmac = \"02:00:00:00:00:01\"\n",
+                b / 250,
+                b % 250 + 1
+            ));
+        }
+    }
+    let full = Config::from_toml_str(&text).unwrap();
+    let id: VipId = "198.18.100.1:80/tcp".parse().unwrap();
+    let extra = BackendSpec {
+        address: "198.19.0.1".parse().unwrap(),
+        weight: None,
+        mac: Some("02:00:00:00:00:02".into()),
+        state: None,
+    };
+    let backend = extra.validate("backend", id.address, Forwarding::L2dsr).unwrap();
+    let e = full
+        .with_backends(&id, |list| {
+            list.push(backend);
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, format!("vip.backend: {} backends over all VIPs, at most {MAX_BACKENDS}", MAX_BACKENDS + 1));
+}
