@@ -312,6 +312,14 @@ fn health_down_after_fall_and_back_after_rise() {
         assert_eq!(health, "down", "{name}: transitions of {b2}: {ts:?}");
         let why = if failing == HealthMode::Unhealthy { "503" } else { "connect" };
         assert!(reason.contains(why), "{name}: transition reason {reason:?} does not mention {why:?}");
+        let live_after = status
+            .get("transitions")
+            .and_then(Json::as_array)
+            .and_then(|t| t.last())
+            .and_then(|t| t.get("table_live_after_us"))
+            .and_then(Json::as_u64);
+        assert!(live_after.is_some(), "{name}: the transition does not say when its table went live: {status:?}");
+        println!("{name}: table without backend2 live {} us after the deciding probe", live_after.unwrap_or_default());
         let fp_down = str_of(&env.vip_status(&status), &["fingerprint"]).to_string();
         assert_ne!(fp_down, fp_all, "{name}: the table did not change when backend2 went down");
         let failed_answers = env.health[1].answered().1 - failed_before;

@@ -101,6 +101,9 @@ pub struct HealthEvent {
     pub target: Target,
     pub health: Health,
     pub reason: String,
+    /// When the check that crossed the threshold completed: the owner
+    /// reports how long the data path took to follow.
+    pub decided: std::time::Instant,
 }
 
 /// What the monitor knows about one target, for status and metrics.
@@ -291,7 +294,7 @@ async fn run_probe(
             if let (Some(health), Some(permit)) = (change, permit) {
                 s.transitions += 1;
                 s.last_change_unix_ms = unix_ms();
-                permit.send(HealthEvent { target, health, reason: seen.clone() });
+                permit.send(HealthEvent { target, health, reason: seen.clone(), decided: std::time::Instant::now() });
             }
         }
         if let Some(to) = change {

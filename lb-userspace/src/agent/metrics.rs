@@ -221,6 +221,14 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
         "Duration of the last table rewrite.",
         [(vec![], s.last_rebuild_ms / 1e3)],
     );
+    let failover = s.transitions.iter().rev().find_map(|t| t.table_live_after_us);
+    family(
+        &mut out,
+        "lb_last_health_change_to_table_seconds",
+        "gauge",
+        "From the probe that decided the last health change to the updated table being live.",
+        failover.map(|us| (vec![], us as f64 / 1e6)),
+    );
     family(&mut out, "lb_uptime_seconds", "gauge", "Seconds since this agent started.", [(vec![], s.uptime_s as f64)]);
     out
 }

@@ -172,6 +172,9 @@ pub struct Transition {
     pub backend: IpAddr,
     pub health: Health,
     pub reason: String,
+    /// From the deciding probe's result to the updated table being live
+    /// (the generation flip done), in microseconds.
+    pub table_live_after_us: Option<u64>,
 }
 
 /// Transitions kept for status.
@@ -411,16 +414,18 @@ impl Owner {
         if self.transitions.len() == TRANSITIONS_KEPT {
             self.transitions.pop_front();
         }
+        let synced = self.sync();
+        if let Err(e) = &synced {
+            warn!(error = %e, "updating the data path after a health change failed");
+        }
         self.transitions.push_back(Transition {
             at_unix_ms: unix_ms(),
             vip: vip_name,
             backend: ev.target.backend,
             health: ev.health,
             reason: ev.reason,
+            table_live_after_us: synced.is_ok().then(|| ev.decided.elapsed().as_micros() as u64),
         });
-        if let Err(e) = self.sync() {
-            warn!(error = %e, "updating the data path after a health change failed");
-        }
     }
 
     pub fn status(&self) -> Status {

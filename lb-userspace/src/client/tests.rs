@@ -72,6 +72,7 @@ fn status() -> Status {
                 backend: "198.18.0.12".parse().unwrap(),
                 health: Health::Down,
                 reason: format!("check {i} failed"),
+                table_live_after_us: Some(1300),
             })
             .collect(),
         table_rebuilds: 3,

@@ -78,6 +78,7 @@ fn status() -> Status {
             backend: "198.18.0.11".parse().unwrap(),
             health: Health::Down,
             reason: "connect: refused".into(),
+            table_live_after_us: Some(1300),
         }],
         table_rebuilds: 3,
         last_rebuild_ms: 12.5,
