@@ -145,6 +145,9 @@ pub struct VipStatus {
     pub fingerprint: String,
     /// BIRD announces the VIP's address for this instance.
     pub announced: bool,
+    /// Why this VIP's choices depend on this instance's own view (empty:
+    /// every instance with the same configuration agrees on every flow).
+    pub per_instance: Vec<String>,
     pub packets: u64,
     pub bytes: u64,
     pub backends: Vec<BackendStatus>,
@@ -155,6 +158,8 @@ pub struct BackendStatus {
     pub address: IpAddr,
     pub weight: u32,
     pub effective_weight: u32,
+    /// What the agent applied on top of `weight` (percentages).
+    pub factors: state::WeightFactors,
     pub state: AdminState,
     pub health: Health,
     pub placement: state::Placement,
@@ -186,6 +191,9 @@ pub struct Owner {
     config_path: PathBuf,
     interface: String,
     health: HashMap<Target, Health>,
+    /// Weight factors the agent applies (slow start, agent checks, hot spots);
+    /// absent: neutral.
+    factors: HashMap<Target, state::WeightFactors>,
     monitor: HealthMonitor,
     /// The effective configuration the maps hold.
     applied: Option<Config>,
@@ -205,6 +213,7 @@ impl Owner {
             config_path,
             interface,
             health: HashMap::new(),
+            factors: HashMap::new(),
             monitor,
             applied: None,
             transitions: VecDeque::new(),
@@ -236,10 +245,12 @@ impl Owner {
 
     /// Makes the maps and the probes match the wanted state.
     pub fn sync(&mut self) -> anyhow::Result<()> {
-        self.health.retain(|t, _| {
+        let known = |t: &Target| {
             self.config.vips.iter().any(|v| v.key() == t.vip && v.backends.iter().any(|b| b.address == t.backend))
-        });
-        let wanted = state::effective(&self.config, &self.health);
+        };
+        self.health.retain(|t, _| known(t));
+        self.factors.retain(|t, f| known(t) && !f.is_neutral());
+        let wanted = state::effective(&self.config, &self.health, &self.factors);
         if self.applied.as_ref() != Some(&wanted) {
             let started = Instant::now();
             let report = self.dp.apply(&wanted)?;
@@ -445,13 +456,15 @@ impl Owner {
                     .iter()
                     .map(|b| {
                         let health = state::health_of(vip, b, &self.health);
-                        let (placement, effective_weight) = state::placement(vip, b, health, open);
+                        let factors = state::factors_of(vip, b, &self.factors);
+                        let (placement, effective_weight) = state::placement(vip, b, health, open, factors);
                         let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
                         let probe = self.monitor.status(&Target { vip: key, backend: b.address });
                         BackendStatus {
                             address: b.address,
                             weight: b.weight,
                             effective_weight,
+                            factors,
                             state: b.state,
                             health,
                             placement,
@@ -471,6 +484,7 @@ impl Owner {
                     failing_open: open,
                     fingerprint: self.dp.fingerprint(&key).map(|f| format!("{f:016x}")).unwrap_or_default(),
                     announced: self.bgp.as_ref().is_some_and(|b| b.announced(vip.address)),
+                    per_instance: state::per_instance_reasons(vip, &self.factors),
                     packets: c.packets,
                     bytes: c.bytes,
                     backends,

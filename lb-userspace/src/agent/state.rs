@@ -22,12 +22,75 @@ pub enum Placement {
     Removed,
 }
 
+/// What the agent itself does to a backend's configured weight, each factor
+/// in percent (100: unchanged). Every factor other than 100 comes from this
+/// instance's own view (its probe timing, its counters), so while one is
+/// active the VIP's table may differ from another instance's: see
+/// [`per_instance_reasons`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WeightFactors {
+    /// Weight percentage the backend's agent check reported.
+    pub agent_pct: u32,
+    /// Slow start: how far the ramp from 0 to the full weight has come.
+    pub slowstart_pct: u32,
+    /// Hot-spot correction: the share of its weight a hot backend keeps.
+    pub hotspot_pct: u32,
+}
+
+impl Default for WeightFactors {
+    fn default() -> Self {
+        WeightFactors { agent_pct: 100, slowstart_pct: 100, hotspot_pct: 100 }
+    }
+}
+
+impl WeightFactors {
+    /// The weight the table gets: `weight` scaled by every factor, rounded
+    /// up and at least 1 (as HAProxy's slow start, so a ramping backend gets
+    /// some flows); 0 only when the weight or a factor is 0.
+    pub fn apply(&self, weight: u32) -> u32 {
+        let factors = [self.agent_pct, self.slowstart_pct, self.hotspot_pct];
+        if weight == 0 || factors.contains(&0) {
+            return 0;
+        }
+        let scaled = factors.iter().fold(weight as u64, |w, &f| (w * f as u64).div_ceil(100));
+        scaled.clamp(1, crate::config::MAX_WEIGHT as u64) as u32
+    }
+
+    pub fn is_neutral(&self) -> bool {
+        *self == WeightFactors::default()
+    }
+}
+
+/// Why a VIP's table (or its choice of backend for new flows) depends on this
+/// instance's own view and may differ from another lb instance's behind the
+/// same ECMP route. Empty: any instance with the same configuration and
+/// health sends every flow to the same backend.
+pub fn per_instance_reasons(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for b in &vip.backends {
+        let f = factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default();
+        if f.slowstart_pct != 100 {
+            reasons.push(format!("slow start of {} in progress ({}%)", b.address, f.slowstart_pct));
+        }
+        if f.hotspot_pct != 100 {
+            reasons.push(format!("hot-spot correction of {} ({}% of its weight)", b.address, f.hotspot_pct));
+        }
+    }
+    reasons
+}
+
 /// A backend's placement and the weight it gets in the table.
-pub fn placement(vip: &Vip, b: &BackendConfig, health: Health, fail_open: bool) -> (Placement, u32) {
+pub fn placement(
+    vip: &Vip,
+    b: &BackendConfig,
+    health: Health,
+    fail_open: bool,
+    factors: WeightFactors,
+) -> (Placement, u32) {
     match b.state {
         AdminState::Maint => (Placement::Removed, 0),
         AdminState::Drain => (Placement::Draining, 0),
-        AdminState::Up if health == Health::Up || fail_open => (Placement::InTable, b.weight),
+        AdminState::Up if health == Health::Up || fail_open => (Placement::InTable, factors.apply(b.weight)),
         AdminState::Up => match vip.on_down {
             OnDown::Repick => (Placement::Removed, 0),
             OnDown::Keep => (Placement::Draining, 0),
@@ -51,8 +114,17 @@ pub fn fail_open(vip: &Vip, health: &HashMap<Target, Health>) -> bool {
         && vip.backends.iter().filter(|b| b.state == AdminState::Up).all(|b| health_of(vip, b, health) == Health::Down)
 }
 
+/// The factors of one backend (neutral when the agent set none).
+pub fn factors_of(vip: &Vip, b: &BackendConfig, factors: &HashMap<Target, WeightFactors>) -> WeightFactors {
+    factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default()
+}
+
 /// The configuration as the data path must see it.
-pub fn effective(config: &Config, health: &HashMap<Target, Health>) -> Config {
+pub fn effective(
+    config: &Config,
+    health: &HashMap<Target, Health>,
+    factors: &HashMap<Target, WeightFactors>,
+) -> Config {
     let mut out = config.clone();
     for vip in &mut out.vips {
         let open = fail_open(vip, health);
@@ -61,7 +133,8 @@ pub fn effective(config: &Config, health: &HashMap<Target, Health>) -> Config {
             .backends
             .iter()
             .filter_map(|b| {
-                let (place, weight) = placement(&original, b, health_of(&original, b, health), open);
+                let f = factors_of(&original, b, factors);
+                let (place, weight) = placement(&original, b, health_of(&original, b, health), open, f);
                 (place != Placement::Removed).then(|| BackendConfig { weight, ..b.clone() })
             })
             .collect();

@@ -21,6 +21,7 @@ fn status() -> Status {
         address: address.parse().unwrap(),
         weight: 2,
         effective_weight: if placement == Placement::InTable { 2 } else { 0 },
+        factors: Default::default(),
         state,
         health,
         placement,
@@ -52,6 +53,7 @@ fn status() -> Status {
             failing_open: false,
             fingerprint: "0011223344556677".into(),
             announced: false,
+            per_instance: Vec::new(),
             packets: 1234,
             bytes: 5000,
             backends: vec![

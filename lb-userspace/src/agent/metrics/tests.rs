@@ -11,6 +11,7 @@ fn status() -> Status {
         address: address.parse().unwrap(),
         weight: 2,
         effective_weight: if state == AdminState::Up { 2 } else { 0 },
+        factors: Default::default(),
         state,
         health,
         placement: Placement::InTable,
@@ -44,6 +45,7 @@ fn status() -> Status {
                 failing_open: true,
                 fingerprint: "00112233".into(),
                 announced: false,
+                per_instance: Vec::new(),
                 packets: 1234,
                 bytes: 99_999_999_999,
                 backends: vec![
@@ -61,6 +63,7 @@ fn status() -> Status {
                 failing_open: false,
                 fingerprint: String::new(),
                 announced: false,
+                per_instance: Vec::new(),
                 packets: 0,
                 bytes: 0,
                 backends: vec![backend("2001:db8::11", AdminState::Maint, Health::Up, None)],
