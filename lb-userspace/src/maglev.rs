@@ -39,46 +39,105 @@ pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
     if order.is_empty() || size == 0 {
         return table;
     }
-    struct Turn {
-        index: usize,
-        offset: u64,
-        skip: u64,
-        next: u64,
-        weight: u64,
-        credit: u64,
-    }
+    // Each backend walks its permutation with `position`, advanced by `skip`
+    // modulo M by one conditional subtraction (no division in the loop). The
+    // probe test reads an occupancy bitmap (8 KiB for M = 65537, it stays in
+    // L1) rather than the table: the walk is almost all of the build's time.
     let mut turns: Vec<Turn> = order
         .iter()
         .map(|&index| {
             let words = addr_words(candidates[index].address);
             let offset = hash_words4(&words, MAGLEV_OFFSET_SEED) as u64 % m;
             let skip = if m > 1 { hash_words4(&words, MAGLEV_SKIP_SEED) as u64 % (m - 1) + 1 } else { 1 };
-            Turn { index, offset, skip, next: 0, weight: candidates[index].weight as u64, credit: 0 }
+            Turn { index, position: offset, skip, inverse: None, weight: candidates[index].weight as u64, credit: 0 }
         })
         .collect();
     let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
+    let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+    let is_taken = |taken: &[u64], e: u64| taken[(e / 64) as usize] & (1 << (e % 64)) != 0;
+    // Entries still free once fewer than `LATE_FREE` are left.
+    let mut late: Option<Vec<u64>> = None;
     let mut filled = 0u64;
     loop {
         for t in turns.iter_mut() {
             t.credit += t.weight;
             while t.credit >= max_weight {
                 t.credit -= max_weight;
-                // Walk the permutation to the first free entry. `next` never
-                // exceeds M: a permutation visits every entry once.
-                let mut entry = (t.offset + t.next * t.skip) % m;
-                while table[entry as usize].is_some() {
-                    t.next += 1;
-                    entry = (t.offset + t.next * t.skip) % m;
-                }
+                let entry = match late.as_mut() {
+                    Some(free) => t.nearest_free(free, m),
+                    None => {
+                        // A permutation visits every entry once, so a free
+                        // one is always found while the table is not full.
+                        while is_taken(&taken, t.position) {
+                            t.position = next_position(t.position, t.skip, m);
+                        }
+                        t.position
+                    }
+                };
+                taken[(entry / 64) as usize] |= 1 << (entry % 64);
                 table[entry as usize] = Some(t.index);
-                t.next += 1;
+                t.position = next_position(entry, t.skip, m);
                 filled += 1;
                 if filled == m {
                     return table;
                 }
+                if late.is_none() && m - filled <= LATE_FREE && crate::config::is_prime(size) {
+                    late = Some((0..m).filter(|&e| !is_taken(&taken, e)).collect());
+                }
             }
         }
     }
+}
+
+/// Below this many free entries, walking a permutation costs about `M / free`
+/// probes per claim; computing every free entry's distance along the
+/// permutation costs `free` multiplications, and wins. The switch changes how
+/// the entry is found, never which one.
+const LATE_FREE: u64 = 128;
+
+/// A backend's progress through its permutation.
+struct Turn {
+    index: usize,
+    /// The next entry of its permutation it has not looked at.
+    position: u64,
+    skip: u64,
+    /// `skip`'s inverse modulo M, computed when first needed.
+    inverse: Option<u64>,
+    weight: u64,
+    credit: u64,
+}
+
+impl Turn {
+    /// Removes and returns the free entry the walk from `position` would
+    /// reach first: the one fewest `skip` steps away. Entries it passed
+    /// earlier were taken when it passed them and stay taken, so every free
+    /// entry lies ahead; `(e - position) * skip^-1 mod M` is its distance.
+    fn nearest_free(&mut self, free: &mut Vec<u64>, m: u64) -> u64 {
+        let inverse = *self.inverse.get_or_insert_with(|| mod_inverse(self.skip, m));
+        let position = self.position;
+        let distance = |e: u64| if e >= position { e - position } else { e + m - position } * inverse % m;
+        let (at, _) = free.iter().enumerate().min_by_key(|&(_, &e)| distance(e)).expect("the table is not full");
+        free.swap_remove(at)
+    }
+}
+
+/// `a^-1 mod m` for a prime `m` and `0 < a < m` (extended Euclid).
+fn mod_inverse(a: u64, m: u64) -> u64 {
+    let (mut r0, mut r1) = (m as i64, a as i64);
+    let (mut t0, mut t1) = (0i64, 1i64);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    t0.rem_euclid(m as i64) as u64
+}
+
+/// `(position + skip) % m` for `position < m`, `skip < m`.
+#[inline(always)]
+fn next_position(position: u64, skip: u64, m: u64) -> u64 {
+    let next = position + skip;
+    if next >= m { next - m } else { next }
 }
 
 #[cfg(test)]

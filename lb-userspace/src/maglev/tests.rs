@@ -91,3 +91,76 @@ fn golden_table() {
 /// independent Python re-implementation of the paper's pseudo-code (with the
 /// `mmh3` package for the two hashes) fills it.
 const GOLDEN_13: [usize; 13] = [1, 2, 2, 0, 0, 2, 0, 0, 1, 1, 0, 2, 1];
+
+/// The paper's fill written as plainly as possible: `build` must produce the
+/// same table whatever shortcuts it takes.
+fn reference_build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
+    let m = size as u64;
+    let mut order: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
+    order.sort_by_key(|&i| candidates[i].address);
+    order.dedup_by_key(|i| candidates[*i].address);
+    let mut table = vec![None; size as usize];
+    if order.is_empty() {
+        return table;
+    }
+    let perm = |i: usize, j: u64| {
+        let words = addr_words(candidates[i].address);
+        let offset = hash_words4(&words, MAGLEV_OFFSET_SEED) as u64 % m;
+        let skip = hash_words4(&words, MAGLEV_SKIP_SEED) as u64 % (m - 1) + 1;
+        ((offset + j * skip) % m) as usize
+    };
+    let max_weight = order.iter().map(|&i| candidates[i].weight).max().unwrap() as u64;
+    let (mut next, mut credit) = (vec![0u64; order.len()], vec![0u64; order.len()]);
+    let mut filled = 0;
+    loop {
+        for (k, &i) in order.iter().enumerate() {
+            credit[k] += candidates[i].weight as u64;
+            while credit[k] >= max_weight {
+                credit[k] -= max_weight;
+                while table[perm(i, next[k])].is_some() {
+                    next[k] += 1;
+                }
+                table[perm(i, next[k])] = Some(i);
+                next[k] += 1;
+                filled += 1;
+                if filled == size {
+                    return table;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shortcuts_change_nothing() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for (size, n) in [(65537, 1000), (65537, 3), (65537, 1), (4099, 40), (251, 7), (13, 5), (2, 3)] {
+        let mut cands = backends(n);
+        for c in cands.iter_mut() {
+            c.weight = 1 + rand(5) as u32;
+        }
+        cands[0].weight = 0;
+        assert_eq!(build(&cands, size), reference_build(&cands, size), "size {size}, {n} backends");
+    }
+}
+
+#[test]
+#[ignore = "timing probe, run by hand in release mode"]
+fn timing_probe() {
+    for n in [10u32, 100, 1000, 4000] {
+        let cands = backends(n);
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            std::hint::black_box(build(&cands, 65537));
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("n={n} best {best:.3} ms");
+    }
+}
