@@ -68,9 +68,17 @@ fn counter(c: &serde_json::Value, name: &str) -> u64 {
     c.get(name).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no counter {name} in {c}"))
 }
 
-/// Offers `frames` (rounded up to whole chunks) from the generator `prog`
-/// into `ifname` of namespace `ns`; returns (frames offered, time spent).
-fn offer(ns: &str, ifname: &str, prog: &Arc<std::os::fd::OwnedFd>, frame: [u8; 64], frames: u64) -> (u64, Duration) {
+/// Offers `frames` (rounded up to whole chunks; fewer if `deadline` passes)
+/// from the generator `prog` into `ifname` of namespace `ns`; returns
+/// (frames offered, time spent).
+fn offer(
+    ns: &str,
+    ifname: &str,
+    prog: &Arc<std::os::fd::OwnedFd>,
+    frame: [u8; 64],
+    frames: u64,
+    deadline: Instant,
+) -> (u64, Duration) {
     let (ifname, prog) = (ifname.to_string(), prog.clone());
     in_netns(ns, move || {
         let cname = std::ffi::CString::new(ifname.as_str())?;
@@ -79,7 +87,7 @@ fn offer(ns: &str, ifname: &str, prog: &Arc<std::os::fd::OwnedFd>, frame: [u8; 6
         anyhow::ensure!(ifindex != 0, "no interface {ifname}");
         let started = Instant::now();
         let mut offered = 0u64;
-        while offered < frames {
+        while offered < frames && Instant::now() < deadline {
             livegen::test_run_live(&prog, &frame, ifindex, CHUNK, BATCH)?;
             offered += u64::from(CHUNK);
         }
@@ -166,7 +174,8 @@ fn a_live_upload_survives_a_syn_flood_from_the_live_frames_generator() {
     let started = Instant::now();
     let (mut offered, mut gen_time, mut processed) = (0u64, Duration::ZERO, 0u64);
     while processed < TARGET_FRAMES && started.elapsed() < FLOOD_CAP {
-        let (o, t) = offer(topo.switch_ns(), &topo.lb().port, &generator, frame, TARGET_FRAMES - processed);
+        let want = TARGET_FRAMES - processed;
+        let (o, t) = offer(topo.switch_ns(), &topo.lb().port, &generator, frame, want, started + FLOOD_CAP);
         (offered, gen_time) = (offered + o, gen_time + t);
         processed = counter(&counters(&topo), "conntrack_miss") - counter(&before, "conntrack_miss");
     }
