@@ -163,6 +163,11 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
         if !is_vip_addr(msg.pkt.flow.dst, msg.pkt.flow.family) {
             return (PASS, stats::PASS_NOT_VIP);
         }
+        // Like a flow: a frame bridged to us for another host is not ours
+        // to answer.
+        if !for_this_host(ctx) {
+            return (PASS, stats::PASS_OTHER_HOST);
+        }
         return match icmp::echo_reply(ctx, msg) {
             Some(()) => (TX, stats::TX_ICMP_ECHO_REPLY),
             None => (DROP, stats::DROP_MALFORMED),

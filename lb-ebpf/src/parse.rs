@@ -212,10 +212,14 @@ fn parse_l4(
     let mut tcp_flags = 0;
     if proto == IPPROTO_TCP {
         let Some(tcp) = ptr_at::<TcpHdrStart>(ctx, off) else { return truncated };
-        if room < TCP_HDR_LEN {
+        let tcp = unsafe { *tcp };
+        // A data offset below 5 words, or a header longer than the IP
+        // payload, is a malformed header no TCP stack accepts (RFC 9293
+        // 3.1): dropped like a truncated one, not sent to a backend.
+        let hdr_len = usize::from(tcp.doff >> 4) * 4;
+        if room < TCP_HDR_LEN || hdr_len < TCP_HDR_LEN || hdr_len > room {
             return truncated;
         }
-        let tcp = unsafe { *tcp };
         flow.sport = tcp.sport;
         flow.dport = tcp.dport;
         tcp_flags = tcp.flags;

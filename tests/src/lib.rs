@@ -3,8 +3,10 @@
 //! end-to-end tests and `lb-demo`.
 
 pub mod ecmp;
+pub mod livegen;
 pub mod netns;
 pub mod model;
 pub mod packet;
 pub mod topology;
 pub mod traffic;
+pub mod upload;

@@ -398,7 +398,7 @@ impl Model {
                         frame,
                         dst,
                         stats::DROP_MALFORMED,
-                        "truncated TCP/UDP header to a VIP address",
+                        "truncated or malformed TCP/UDP header to a VIP address",
                     );
                 };
                 let flow = FlowKey::new(src, sport, dst, dport, proto);
@@ -437,7 +437,7 @@ impl Model {
                         frame,
                         dst,
                         stats::DROP_MALFORMED,
-                        "truncated TCP/UDP header to a VIP address",
+                        "truncated or malformed TCP/UDP header to a VIP address",
                     );
                 };
                 let flow = FlowKey::new(src, sport, dst, dport, next);
@@ -613,6 +613,9 @@ impl Model {
         if !self.is_vip_addr(dst) {
             return Expected::untouched(XDP_PASS, stats::PASS_NOT_VIP, frame, "echo request to another address");
         }
+        if !self.for_this_host(frame) {
+            return Expected::untouched(XDP_PASS, stats::PASS_OTHER_HOST, frame, "echo request for another host's MAC");
+        }
         Expected::sent(stats::TX_ICMP_ECHO_REPLY, echo_reply(frame, l2), "echo request to a VIP address")
     }
 
@@ -672,10 +675,15 @@ fn walk_l2(frame: &[u8]) -> Result<(usize, u16), L2Error> {
 }
 
 /// (source port, destination port, TCP flags) if the L4 part (by the IP
-/// length) holds the whole TCP/UDP header.
+/// length) holds the whole TCP/UDP header and, for TCP, its data offset is
+/// 5 words or more and within that part.
 fn ports(proto: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
     let need = if proto == IPPROTO_TCP { TCP_HDR_LEN } else { UDP_HDR_LEN };
     if l4.len() < need {
+        return None;
+    }
+    // TCP: a data offset below 5 words or beyond the IP payload is malformed.
+    if proto == IPPROTO_TCP && !(TCP_HDR_LEN..=l4.len()).contains(&(usize::from(l4[12] >> 4) * 4)) {
         return None;
     }
     let flags = if proto == IPPROTO_TCP { l4[13] } else { 0 };

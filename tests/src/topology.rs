@@ -670,6 +670,16 @@ impl Topology {
         path
     }
 
+    /// Replaces the XDP_PASS program on the lb's switch port (where lb0's
+    /// XDP_TX frames arrive) with `insns`, which must pass what the test
+    /// needs to reach the bridge.
+    pub fn set_lb_port_program(&mut self, name: &str, insns: &[u64]) -> Result<()> {
+        let port = self.lb.port.clone();
+        self.xdp_links.retain(|l| l.ifname != port);
+        self.xdp_links.push(netns::attach_xdp_insns(&self.switch_ns, &port, name, insns)?);
+        Ok(())
+    }
+
     /// The TOML text [`Topology::write_config`] writes.
     pub fn render_config(&self, vips: &[VipSpec]) -> String {
         let mut s = String::new();

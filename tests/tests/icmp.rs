@@ -123,6 +123,28 @@ fn echo_requests_to_a_vip_are_answered() {
     check("echo to another address", run(&dp, &other), XDP_PASS, &other, &[stats::PASS_NOT_VIP]);
 }
 
+/// An echo request to a VIP in a frame for another host's MAC (a switch
+/// flooding, a promiscuous NIC) is passed, like a flow's packet: only the
+/// host it was sent to answers.
+#[test]
+fn echo_requests_for_another_mac_are_passed() {
+    let Some(mut dp) = dataplane() else { return };
+    let mut cfg = config("icmp");
+    cfg.global.interface_mac = Some(lb::config::Mac(DEFAULT_DST_MAC));
+    dp.apply(&cfg).unwrap();
+    let ours = Packet::new().ipv4(CLIENT4, VIP4).icmp_echo(7, 1).payload(b"ping").build();
+    let (verdict, _, deltas) = run(&dp, &ours);
+    assert_eq!((verdict, deltas[stats::TX_ICMP_ECHO_REPLY as usize]), (XDP_TX, 1), "echo to our MAC");
+    for (what, mut p) in [
+        ("v4", Packet::new().ipv4(CLIENT4, VIP4).icmp_echo(7, 1).payload(b"ping")),
+        ("v6", Packet::new().ipv6(CLIENT6, VIP6).icmp_echo(9, 2).payload(b"ping6")),
+    ] {
+        p.dst_mac = [0x02, 0, 0, 0, 0x77, 0x01];
+        let frame = p.build();
+        check(&format!("{what} echo for another MAC"), run(&dp, &frame), XDP_PASS, &frame, &[stats::PASS_OTHER_HOST]);
+    }
+}
+
 /// What a router sends back toward the VIP about a packet the VIP's backend
 /// sent to the client: the quoted packet is VIP:80 -> client:cport.
 fn error_about_v4(kind: u8, code: u8, cport: u16) -> Vec<u8> {

@@ -10,7 +10,8 @@ pub mod haproxy;
 pub mod harness;
 pub mod peers;
 pub mod prog;
-pub mod raw;
+/// The live-frames generator and hand-written programs, shared with the tests.
+pub use lb_tests::livegen as raw;
 pub mod report;
 pub mod svg;
 pub mod sys;

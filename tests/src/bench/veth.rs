@@ -27,7 +27,6 @@ use aya::programs::{Xdp, XdpMode};
 use lb::config::XdpModeSetting;
 use lb::dataplane::Dataplane;
 use lb_tests::netns::{self, Netns, XdpLink, attach_xdp_insns};
-use lb_tests::packet::Packet;
 
 use super::config::{NEXTHOP_MAC, V4, V4_DSR, mac_bytes};
 use super::raw::{self, GEN_FRAME_LEN};
@@ -54,18 +53,9 @@ pub const CASES: [(&str, &str); 7] = [
     ("ipip_flows_1000000", "lb, IPIP, 1,000,000 flows (table pressure)"),
 ];
 
-/// The generator's template: a 64-byte TCP ACK to `dst`:80 from
-/// 198.19.0.0 (low 16 bits 0 and IP id 0xffff, see [`raw::generator`]).
+/// The generator's template: a 64-byte TCP ACK to `dst`:80.
 fn template(dst: std::net::Ipv4Addr, dst_mac: [u8; 6], src_mac: [u8; 6]) -> [u8; GEN_FRAME_LEN] {
-    let f = Packet::new()
-        .macs(dst_mac, src_mac)
-        .ipv4(std::net::Ipv4Addr::new(198, 19, 0, 0), dst)
-        .ip_id(0xffff)
-        .tcp(BASE_SPORT, 80)
-        .ack()
-        .pad_to(GEN_FRAME_LEN)
-        .build();
-    f[..GEN_FRAME_LEN].try_into().expect("64-byte frame")
+    raw::tcp_template(dst, dst_mac, src_mac, BASE_SPORT, false)
 }
 
 struct Pair {

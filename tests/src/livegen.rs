@@ -1,14 +1,16 @@
 //! Raw bpf(2) pieces that need no compiled object: loading a hand-written
 //! XDP program, and BPF_PROG_TEST_RUN in live-frames mode (the generator).
 //! The reference programs (MAC-swap XDP_TX, XDP_DROP sink) and the frame
-//! generator are written here as eBPF instructions.
+//! generator are written here as eBPF instructions. Shared by `lb-bench`
+//! (veth throughput) and the flood test (tests/tests/flood.rs).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Result, anyhow};
 
-use lb_tests::netns::insn;
+use crate::netns::insn;
+use crate::packet::Packet;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -118,6 +120,25 @@ pub fn macswap() -> Vec<u64> {
 
 /// Length of the generator's frames.
 pub const GEN_FRAME_LEN: usize = 64;
+
+/// A generator template: a 64-byte TCP ACK (or SYN) from
+/// 198.19.0.0:`sport` to `dst`:80 with IP id 0xffff (low 16 bits of the
+/// source and the id as [`generator`] needs them).
+pub fn tcp_template(
+    dst: std::net::Ipv4Addr,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    sport: u16,
+    syn: bool,
+) -> [u8; GEN_FRAME_LEN] {
+    let p = Packet::new()
+        .macs(dst_mac, src_mac)
+        .ipv4(std::net::Ipv4Addr::new(198, 19, 0, 0), dst)
+        .ip_id(0xffff)
+        .tcp(sport, 80);
+    let f = if syn { p.syn() } else { p.ack() }.pad_to(GEN_FRAME_LEN).build();
+    f[..GEN_FRAME_LEN].try_into().expect("64-byte frame")
+}
 /// Offsets in an untagged IPv4 TCP/UDP frame.
 const IP_ID_OFF: i16 = 14 + 4;
 const SRC_LO16_OFF: i16 = 14 + 12 + 2;
