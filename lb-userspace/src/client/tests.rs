@@ -37,7 +37,11 @@ fn status() -> Status {
             transitions: 0,
             last_result: r.into(),
             last_change_unix_ms: 0,
+            pace: lb::agent::health::Pace::Interval,
+            interval_ms: 2000,
+            recent: Default::default(),
         }),
+        agent: None,
     };
     Status {
         interface: "eth0".into(),
