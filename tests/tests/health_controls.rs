@@ -61,7 +61,8 @@ impl Env {
             health.push(HealthServer::start(&b.ns, &b.name, addr, *mode).unwrap_or_else(|e| panic!("{name}: {e:#}")));
         }
         let mut vip = vip.ring_size(RING);
-        vip.weights = Some(vec![WEIGHT as u32; modes.len()]);
+        let used = vip.backends.as_ref().map_or(modes.len(), Vec::len);
+        vip.weights = Some(vec![WEIGHT as u32; used]);
         let config = topo.write_config(std::slice::from_ref(&vip));
         if let Err(e) = topo.start_lb(&config) {
             panic!("{name}: starting lb: {e:#}\n{}", std::fs::read_to_string(&config).unwrap_or_default());
@@ -237,8 +238,10 @@ fn slowstart_ramps_a_recovered_backend_in_steps() {
     let check = format!(
         "{{ kind = \"http\", port = {HC_PORT}, path = \"/health\", interval_ms = 200, timeout_ms = 150, rise = 2, fall = 2 }}"
     );
-    let vip = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).health_check(&check).key("slowstart_ms = 5000");
-    let Some(mut env) = Env::new(name, &[HealthMode::Healthy; 3], true, vip) else { return };
+    let vip =
+        VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).health_check(&check).key("slowstart_ms = 5000").backends(&[0, 1, 2]);
+    // backend4 is added through the API at the end.
+    let Some(mut env) = Env::new(name, &[HealthMode::Healthy; 4], true, vip) else { return };
     // Up at start: not ramped.
     let b2 = env.wait_placed(1, "in-table", WEIGHT);
     assert_eq!(u64_of(&b2["factors"]["slowstart_pct"]), 100, "{name}: ramped at start: {b2}");
@@ -288,10 +291,23 @@ fn slowstart_ramps_a_recovered_backend_in_steps() {
     assert_eq!(env.status()["per_instance"], Json::Array(vec![]), "{name}: per-instance reason after the ramp");
     let (e2, l2) = (early.per_backend["backend2"], late.per_backend["backend2"]);
     assert!(e2 < l2, "{name}: backend2 got {e2} new connections early in the ramp, {l2} after it");
+
+    // A backend added through the API ramps too.
+    let (vip_id, b4) = (env.vip.id(), env.addr(3));
+    env.cli(&["backend", "add", &vip_id, &b4, "--weight", &WEIGHT.to_string()]);
+    let mut added = Vec::new();
+    env.wait("the end of backend4's ramp", |s| {
+        let w = u64_of(&env.backend(s, 3)["effective_weight"]);
+        if added.last() != Some(&w) {
+            added.push(w);
+        }
+        (w == WEIGHT).then_some(())
+    });
+    assert!(added.len() >= 3 && added[0] < WEIGHT / 2, "{name}: backend4 after its add: {added:?}");
     env.finish();
     println!(
         "{name}: {} steps seen ({weights:?}); backend2 took {e2}/60 new connections at weight {w0}..{w1}, {l2}/60 \
-         at full weight; 30 established connections kept their backend",
+         at full weight; 30 established connections kept their backend; backend4 added through the API: {added:?}",
         weights.len()
     );
 }
