@@ -258,9 +258,10 @@ impl Owner {
         };
         self.health.retain(|t, _| known(t));
         agent_check::forget_unchecked(&self.config, &mut self.factors);
-        let now = Instant::now();
-        self.slowstart.observe(&self.config, state::taking_new_flows(&self.config, &self.health, &self.factors), now);
-        self.slowstart.apply(&mut self.factors, now);
+        // Kept only once the maps took the change: a refused one starts no ramp.
+        let (mut ramps, now) = (self.slowstart.clone(), Instant::now());
+        ramps.observe(&self.config, state::taking_new_flows(&self.config, &self.health, &self.factors), now);
+        ramps.apply(&mut self.factors, now);
         self.factors.retain(|t, f| known(t) && !f.is_neutral());
         let wanted = state::effective(&self.config, &self.health, &self.factors);
         if self.applied.as_ref() != Some(&wanted) {
@@ -273,6 +274,7 @@ impl Owner {
             self.applied = Some(wanted);
             self.announce();
         }
+        self.slowstart = ramps;
         self.monitor.sync(&self.probe_targets());
         self.agents.sync(&agent_check::targets(&self.config));
         Ok(())

@@ -64,7 +64,7 @@ impl Ramp {
 }
 
 /// The ramps in progress, and what was in the tables when last looked at.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SlowStart {
     /// Backends taking new flows at the last [`SlowStart::observe`]; `None`
     /// before the first (the agent's start, which ramps nothing).
