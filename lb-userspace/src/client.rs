@@ -253,11 +253,41 @@ struct BackendView {
     packets: u64,
     bytes: u64,
     probe: Option<ProbeView>,
+    #[serde(default)]
+    agent: Option<AgentView>,
 }
 
 #[derive(Deserialize)]
 struct ProbeView {
     last_result: String,
+    /// `interval`, `fastinter` or `downinter` (older agents: absent).
+    #[serde(default)]
+    pace: Option<String>,
+    #[serde(default)]
+    interval_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct AgentView {
+    last_effect: Option<String>,
+    last_error: Option<String>,
+}
+
+/// The LAST PROBE cell: the probe's result, its pace when it is not the
+/// plain interval, and what the agent check last said.
+fn probe_cell(b: &BackendView) -> String {
+    let mut cell = match &b.probe {
+        None => "-".to_string(),
+        Some(p) => match p.pace.as_deref() {
+            Some(pace) if pace != "interval" => format!("{} ({pace} {} ms)", p.last_result, p.interval_ms),
+            _ => p.last_result.clone(),
+        },
+    };
+    if let Some(a) = &b.agent {
+        let said = a.last_effect.as_deref().or(a.last_error.as_deref()).unwrap_or("no reply yet");
+        cell.push_str(&format!("; agent: {said}"));
+    }
+    cell
 }
 
 #[derive(Deserialize)]
@@ -330,7 +360,7 @@ fn backend_rows(v: &VipView) -> Vec<Vec<String>> {
             format!("{}/{}", b.weight, b.effective_weight),
             b.packets.to_string(),
             bytes(b.bytes),
-            b.probe.as_ref().map_or("-".into(), |p| p.last_result.clone()),
+            probe_cell(b),
         ]);
     }
     rows

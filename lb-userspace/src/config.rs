@@ -14,7 +14,9 @@ use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS, VipKey
 use serde::Deserialize;
 
 mod bgp;
+mod checks;
 pub use bgp::BgpConfig;
+pub use checks::{AgentCheck, INTERVAL_RANGE_MS, MAX_AGENT_SEND, MAX_SLOWSTART_MS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -201,6 +203,11 @@ pub struct HealthCheck {
     pub interval_ms: u64,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Interval while a backend is changing state (up with failed probes,
+    /// or down with good ones), as HAProxy's `fastinter` (default: interval).
+    pub fastinter_ms: Option<u64>,
+    /// Interval while a backend is down, as HAProxy's `downinter` (default: interval).
+    pub downinter_ms: Option<u64>,
     /// Consecutive successes that bring a down backend back.
     #[serde(default = "default_rise")]
     pub rise: u32,
@@ -289,6 +296,9 @@ pub struct Vip {
     pub on_down: OnDown,
     pub all_down: AllDown,
     pub backends: Vec<BackendConfig>,
+    /// Ramp of a backend entering the table, in ms (0: off).
+    pub slowstart_ms: u64,
+    pub agent_check: Option<AgentCheck>,
 }
 
 impl Vip {
@@ -401,6 +411,8 @@ pub struct VipSpec {
     pub all_down: Option<AllDown>,
     #[serde(default)]
     pub backend: Vec<BackendSpec>,
+    pub slowstart_ms: Option<u64>,
+    pub agent_check: Option<AgentCheck>,
 }
 
 /// A backend as written in the file or sent to the API.
@@ -585,6 +597,10 @@ fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> R
     if let Some(hc) = &v.health_check {
         check_health(&format!("{key}.health_check"), hc)?;
     }
+    checks::check_slowstart(key, v.slowstart_ms.unwrap_or(0))?;
+    if let Some(a) = &v.agent_check {
+        checks::check_agent(&format!("{key}.agent_check"), a)?;
+    }
     let backends = v
         .backend
         .into_iter()
@@ -601,6 +617,8 @@ fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> R
         on_down: v.on_down.unwrap_or_default(),
         all_down: v.all_down.unwrap_or_default(),
         backends,
+        slowstart_ms: v.slowstart_ms.unwrap_or(0),
+        agent_check: v.agent_check,
     };
     check_backends(key, &vip)?;
     Ok(vip)
@@ -631,15 +649,7 @@ fn check_health(key: &str, hc: &HealthCheck) -> Result<(), ConfigError> {
     if hc.port == Some(0) {
         return Err(invalid(format!("{key}.port"), "must be 1-65535"));
     }
-    if !(10..=3_600_000).contains(&hc.interval_ms) {
-        return Err(invalid(format!("{key}.interval_ms"), format!("{} must be from 10 to 3600000", hc.interval_ms)));
-    }
-    if hc.timeout_ms == 0 || hc.timeout_ms > hc.interval_ms {
-        return Err(invalid(
-            format!("{key}.timeout_ms"),
-            format!("{} must be from 1 to interval_ms ({})", hc.timeout_ms, hc.interval_ms),
-        ));
-    }
+    checks::check_intervals(key, hc)?;
     for (name, v) in [("rise", hc.rise), ("fall", hc.fall)] {
         if !(1..=100).contains(&v) {
             return Err(invalid(format!("{key}.{name}"), format!("{v} must be from 1 to 100")));
@@ -669,4 +679,4 @@ pub fn is_prime(n: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,6 +7,7 @@ pub mod livegen;
 pub mod netns;
 pub mod model;
 pub mod packet;
+pub mod poll;
 pub mod topology;
 pub mod traffic;
 pub mod upload;

@@ -279,6 +279,9 @@ pub struct VipSpec {
     /// The VIP's `health_check` as a TOML inline table, e.g.
     /// `{ kind = "tcp", port = 8080 }`; `None`: no health check.
     pub health_check: Option<String>,
+    /// More `key = value` lines of the VIP's table, written as given
+    /// (e.g. `slowstart_ms = 2000`).
+    pub extra: Vec<String>,
 }
 
 impl VipSpec {
@@ -292,6 +295,7 @@ impl VipSpec {
             backends: None,
             weights: None,
             health_check: None,
+            extra: Vec::new(),
         }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
@@ -312,6 +316,11 @@ impl VipSpec {
     /// Sets the `health_check` inline table (see [`VipSpec::health_check`]).
     pub fn health_check(mut self, table: &str) -> VipSpec {
         self.health_check = Some(table.to_string());
+        self
+    }
+    /// Adds a `key = value` line to the VIP's table (see [`VipSpec::extra`]).
+    pub fn key(mut self, line: &str) -> VipSpec {
+        self.extra.push(line.to_string());
         self
     }
     /// The VIP as the CLI and the API name it: `198.18.100.1:80/tcp`,
@@ -706,6 +715,9 @@ impl Topology {
             }
             if let Some(hc) = &v.health_check {
                 let _ = writeln!(s, "health_check = {hc}");
+            }
+            for line in &v.extra {
+                let _ = writeln!(s, "{line}");
             }
             let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
             for (k, i) in idx.iter().enumerate() {

@@ -1,10 +1,14 @@
 //! Health checks as HAProxy runs them: one task per (VIP, backend) probes the
 //! backend every interval; `rise` consecutive successes bring a down backend
 //! up, `fall` consecutive failures take an up one down. Only transitions are
-//! reported, as [`HealthEvent`]s to the owner of the data path.
+//! reported, as [`HealthEvent`]s to the owner of the data path. The wait
+//! between probes follows the backend's state (see [`pace`]).
+
+mod pace;
+pub use pace::{Intervals, Pace, ProbeRecord, RECENT_PROBES, pace};
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -20,7 +24,6 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     sync::mpsc,
-    time::MissedTickBehavior,
 };
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info};
@@ -43,7 +46,7 @@ pub struct CheckSpec {
     pub kind: CheckKind,
     /// Port probed on the backend's own address.
     pub port: u16,
-    pub interval: Duration,
+    pub intervals: Intervals,
     /// For the whole check: connect, and for HTTP the request and status line.
     pub timeout: Duration,
     /// Consecutive successes that bring a down backend up.
@@ -62,7 +65,7 @@ impl CheckSpec {
         CheckSpec {
             kind,
             port: hc.port.unwrap_or(vip_port),
-            interval: Duration::from_millis(hc.interval_ms),
+            intervals: Intervals::new(hc.interval_ms, hc.fastinter_ms, hc.downinter_ms),
             timeout: Duration::from_millis(hc.timeout_ms),
             rise: hc.rise,
             fall: hc.fall,
@@ -119,10 +122,16 @@ pub struct ProbeStatus {
     pub last_result: String,
     /// Last transition, or when probing started if there was none.
     pub last_change_unix_ms: u64,
+    /// The wait before the next probe: which interval, and its length.
+    pub pace: Pace,
+    pub interval_ms: u64,
+    /// The last probes, oldest first.
+    pub recent: VecDeque<ProbeRecord>,
 }
 
 impl ProbeStatus {
-    fn new(health: Health) -> Self {
+    fn new(health: Health, intervals: &Intervals) -> Self {
+        let pace = pace(&Hysteresis::new(health, 1, 1));
         ProbeStatus {
             health,
             consecutive_ok: 0,
@@ -132,6 +141,9 @@ impl ProbeStatus {
             transitions: 0,
             last_result: "not checked yet".into(),
             last_change_unix_ms: unix_ms(),
+            pace,
+            interval_ms: intervals.of(pace).as_millis() as u64,
+            recent: VecDeque::new(),
         }
     }
 }
@@ -180,12 +192,15 @@ pub struct HealthMonitor {
     probes: HashMap<Target, Probe>,
 }
 
-struct Probe {
-    spec: CheckSpec,
-    status: Arc<Mutex<ProbeStatus>>,
-    /// Cancels the probe's task when the probe is dropped.
-    stop: DropGuard,
+/// A running check's task: what it checks, what it saw.
+pub(super) struct Running<S, St> {
+    pub spec: S,
+    pub status: Arc<Mutex<St>>,
+    /// Cancels the task when dropped.
+    pub stop: DropGuard,
 }
+
+type Probe = Running<CheckSpec, ProbeStatus>;
 
 impl HealthMonitor {
     /// Transitions go to `events`; cancelling `cancel` stops every probe.
@@ -216,7 +231,7 @@ impl HealthMonitor {
                     drop(s);
                     p.status
                 }
-                None => Arc::new(Mutex::new(ProbeStatus::new(*health))),
+                None => Arc::new(Mutex::new(ProbeStatus::new(*health, &spec.intervals))),
             };
             let token = self.cancel.child_token();
             tokio::spawn(run_probe(*target, spec.clone(), Arc::clone(&status), self.events.clone(), token.clone()));
@@ -236,7 +251,8 @@ impl HealthMonitor {
     }
 }
 
-/// A probe's task: checks `target` every interval until cancelled.
+/// A probe's task: checks `target` until cancelled, waiting the interval
+/// its pace asks for between probes.
 async fn run_probe(
     target: Target,
     spec: CheckSpec,
@@ -245,15 +261,15 @@ async fn run_probe(
     cancel: CancellationToken,
 ) {
     let mut counts = Hysteresis::new(lock(&status).health, spec.rise, spec.fall);
-    // The first tick is immediate; a check slower than the interval delays
-    // the next one rather than bunching checks up.
-    let mut ticks = tokio::time::interval(spec.interval.max(Duration::from_millis(1)));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first probe is immediate; one slower than the interval delays the
+    // next rather than bunching probes up.
+    let mut next = tokio::time::Instant::now();
     loop {
+        let started = next;
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = async {
-                ticks.tick().await;
+                tokio::time::sleep_until(started).await;
                 check(target.backend, &spec).await
             } => r,
         };
@@ -261,8 +277,11 @@ async fn run_probe(
         let seen = result.unwrap_or_else(|e| e);
         debug!(%target, ok, result = %seen, "health check");
 
-        let mut next = counts;
-        let change = next.record(ok);
+        let mut counted = counts;
+        let change = counted.record(ok);
+        let pace = pace(&counted);
+        let wait = spec.intervals.of(pace);
+        next = (started + wait).max(tokio::time::Instant::now());
         // Room for the event is taken before the transition is committed, so
         // the owner never misses a transition the status shows.
         let permit = match change {
@@ -284,8 +303,13 @@ async fn run_probe(
             if cancel.is_cancelled() {
                 return;
             }
-            counts = next;
+            counts = counted;
             s.health = counts.health;
+            s.pace = pace;
+            s.interval_ms = wait.as_millis() as u64;
+            let at_unix_ms = unix_ms();
+            let record = ProbeRecord { at_unix_ms, ok, health: counts.health, next: pace, next_ms: s.interval_ms };
+            pace::remember(&mut s.recent, record);
             s.consecutive_ok = counts.ok;
             s.consecutive_failed = counts.failed;
             s.checks += 1;
@@ -351,11 +375,11 @@ fn parse_status_line(line: &[u8]) -> Result<u16, String> {
 }
 
 /// Status is plain data: a panic elsewhere leaves nothing half-updated worth refusing.
-fn lock(status: &Mutex<ProbeStatus>) -> MutexGuard<'_, ProbeStatus> {
+pub(super) fn lock<St>(status: &Mutex<St>) -> MutexGuard<'_, St> {
     status.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -176,6 +176,41 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
         "Up/down transitions of the backend's health.",
         per_backend(s, |b| b.probe.as_ref().map(|p| p.transitions as f64)),
     );
+    family(
+        &mut out,
+        "lb_backend_check_interval_seconds",
+        "gauge",
+        "Wait before the backend's next health check (interval, fastinter or downinter).",
+        per_backend(s, |b| b.probe.as_ref().map(|p| p.interval_ms as f64 / 1e3)),
+    );
+    family(
+        &mut out,
+        "lb_backend_agent_weight_percent",
+        "gauge",
+        "Weight percentage the backend's agent check reported (100 until it reports one).",
+        per_backend(s, |b| b.agent.as_ref().map(|_| b.factors.agent_pct as f64)),
+    );
+    family(
+        &mut out,
+        "lb_backend_agent_replies_total",
+        "counter",
+        "Replies read from the backend's agent check.",
+        per_backend(s, |b| b.agent.as_ref().map(|a| a.replies as f64)),
+    );
+    family(
+        &mut out,
+        "lb_backend_agent_failures_total",
+        "counter",
+        "Agent check exchanges that failed (no connection, timeout, no complete line); they change nothing.",
+        per_backend(s, |b| b.agent.as_ref().map(|a| a.failures as f64)),
+    );
+    family(
+        &mut out,
+        "lb_backend_slowstart_percent",
+        "gauge",
+        "How far the backend's slow start has come (100: not ramping).",
+        per_backend(s, |b| Some(b.factors.slowstart_pct as f64)),
+    );
 
     let mut counters: Vec<_> = s.counters.iter().collect();
     counters.sort();

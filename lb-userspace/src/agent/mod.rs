@@ -2,6 +2,7 @@
 //! owner task, the health probes, the control API and the metrics listener
 //! until a signal cancels them all.
 
+pub mod agent_check;
 pub mod api;
 pub mod bgp;
 pub mod capture;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod owner;
+pub mod slowstart;
 pub mod state;
 pub mod statuspage;
 pub mod trace;

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
+    agent_check::{self, AgentEvent, AgentMonitor, AgentStatus},
     health::{CheckSpec, Health, HealthEvent, HealthMonitor, ProbeStatus, Target},
+    slowstart::{self, SlowStart},
     state,
 };
 use crate::{
@@ -168,6 +170,8 @@ pub struct BackendStatus {
     /// New flows the ring gave it since the data path was loaded.
     pub new_flows: u64,
     pub probe: Option<ProbeStatus>,
+    /// The backend's agent check (`None`: the VIP has none).
+    pub agent: Option<AgentStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +207,8 @@ pub struct Owner {
     rebuild_seconds: f64,
     last_rebuild: Duration,
     bgp: Option<super::bgp::Speaker>,
+    slowstart: SlowStart,
+    agents: AgentMonitor,
 }
 
 impl Owner {
@@ -222,6 +228,8 @@ impl Owner {
             rebuild_seconds: 0.0,
             last_rebuild: Duration::ZERO,
             bgp: None,
+            slowstart: SlowStart::default(),
+            agents: AgentMonitor::default(),
         }
     }
 
@@ -249,6 +257,11 @@ impl Owner {
             self.config.vips.iter().any(|v| v.key() == t.vip && v.backends.iter().any(|b| b.address == t.backend))
         };
         self.health.retain(|t, _| known(t));
+        agent_check::forget_unchecked(&self.config, &mut self.factors);
+        // Kept only once the maps took the change: a refused one starts no ramp.
+        let (mut ramps, now) = (self.slowstart.clone(), Instant::now());
+        ramps.observe(&self.config, state::taking_new_flows(&self.config, &self.health, &self.factors), now);
+        ramps.apply(&mut self.factors, now);
         self.factors.retain(|t, f| known(t) && !f.is_neutral());
         let wanted = state::effective(&self.config, &self.health, &self.factors);
         if self.applied.as_ref() != Some(&wanted) {
@@ -261,7 +274,9 @@ impl Owner {
             self.applied = Some(wanted);
             self.announce();
         }
+        self.slowstart = ramps;
         self.monitor.sync(&self.probe_targets());
+        self.agents.sync(&agent_check::targets(&self.config));
         Ok(())
     }
 
@@ -286,11 +301,15 @@ impl Owner {
         mut events: mpsc::Receiver<HealthEvent>,
         cancel: CancellationToken,
     ) -> Dataplane {
+        let mut agent_events = self.agents.take_events();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(req) = requests.recv() => self.handle(req),
                 Some(ev) = events.recv() => self.on_health(ev),
+                Some(ev) = agent_events.recv() => self.on_agent(ev),
+                // Armed only while a slow start ramps.
+                _ = slowstart::until(self.slowstart.next_step(Instant::now())) => self.resync("a slow-start step"),
             }
         }
         self.dp
@@ -439,6 +458,19 @@ impl Owner {
         });
     }
 
+    fn on_agent(&mut self, ev: AgentEvent) {
+        if agent_check::merge(&mut self.factors, ev.target, &ev.reply) {
+            info!(target = %ev.target, effect = %ev.reply, "agent check changed the backend");
+            self.resync("an agent check reply");
+        }
+    }
+
+    fn resync(&mut self, why: &str) {
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "updating the data path after {why} failed");
+        }
+    }
+
     pub fn status(&self) -> Status {
         let vip_counters: HashMap<_, _> = self.dp.vip_counters().unwrap_or_default().into_iter().collect();
         let backend_counters: HashMap<_, _> =
@@ -459,7 +491,8 @@ impl Owner {
                         let factors = state::factors_of(vip, b, &self.factors);
                         let (placement, effective_weight) = state::placement(vip, b, health, open, factors);
                         let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
-                        let probe = self.monitor.status(&Target { vip: key, backend: b.address });
+                        let target = Target { vip: key, backend: b.address };
+                        let (probe, agent) = (self.monitor.status(&target), self.agents.status(&target));
                         BackendStatus {
                             address: b.address,
                             weight: b.weight,
@@ -472,6 +505,7 @@ impl Owner {
                             bytes: c.bytes,
                             new_flows: c.new_flows,
                             probe,
+                            agent,
                         }
                     })
                     .collect();

@@ -3,10 +3,13 @@
 //! effective configuration handed to `Dataplane::apply`. Pure, so the
 //! rules are tested without a kernel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::{
-    agent::health::{Health, Target},
+    agent::{
+        agent_check::AgentAdmin,
+        health::{Health, Target},
+    },
     config::{AdminState, AllDown, BackendConfig, Config, OnDown, Vip},
 };
 
@@ -35,11 +38,22 @@ pub struct WeightFactors {
     pub slowstart_pct: u32,
     /// Hot-spot correction: the share of its weight a hot backend keeps.
     pub hotspot_pct: u32,
+    /// Admin state the agent check asked for (`ready`: none of its own);
+    /// the stricter of it and the operator's applies.
+    pub agent_admin: AgentAdmin,
+    /// The agent check reported `down`, `fail` or `stopped` (until `up`).
+    pub agent_down: bool,
 }
 
 impl Default for WeightFactors {
     fn default() -> Self {
-        WeightFactors { agent_pct: 100, slowstart_pct: 100, hotspot_pct: 100 }
+        WeightFactors {
+            agent_pct: 100,
+            slowstart_pct: 100,
+            hotspot_pct: 100,
+            agent_admin: AgentAdmin::Ready,
+            agent_down: false,
+        }
     }
 }
 
@@ -79,7 +93,19 @@ pub fn per_instance_reasons(vip: &Vip, factors: &HashMap<Target, WeightFactors>)
     reasons
 }
 
-/// A backend's placement and the weight it gets in the table.
+/// The admin state that applies: the stricter of the operator's and the
+/// agent check's (so an agent's `ready` never lifts an operator's drain or
+/// maintenance).
+pub fn admin_state(operator: AdminState, agent: AgentAdmin) -> AdminState {
+    match (operator, agent) {
+        (AdminState::Maint, _) | (_, AgentAdmin::Maint) => AdminState::Maint,
+        (AdminState::Drain, _) | (_, AgentAdmin::Drain) => AdminState::Drain,
+        (AdminState::Up, AgentAdmin::Ready) => AdminState::Up,
+    }
+}
+
+/// A backend's placement and the weight it gets in the table. The agent
+/// check's word (in `factors`) overlays the admin state and the health.
 pub fn placement(
     vip: &Vip,
     b: &BackendConfig,
@@ -87,7 +113,8 @@ pub fn placement(
     fail_open: bool,
     factors: WeightFactors,
 ) -> (Placement, u32) {
-    match b.state {
+    let health = if factors.agent_down { Health::Down } else { health };
+    match admin_state(b.state, factors.agent_admin) {
         AdminState::Maint => (Placement::Removed, 0),
         AdminState::Drain => (Placement::Draining, 0),
         AdminState::Up if health == Health::Up || fail_open => (Placement::InTable, factors.apply(b.weight)),
@@ -119,6 +146,25 @@ pub fn factors_of(vip: &Vip, b: &BackendConfig, factors: &HashMap<Target, Weight
     factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default()
 }
 
+/// The backends that take new flows: in the table with a weight above 0.
+pub fn taking_new_flows(
+    config: &Config,
+    health: &HashMap<Target, Health>,
+    factors: &HashMap<Target, WeightFactors>,
+) -> HashSet<Target> {
+    let mut out = HashSet::new();
+    for vip in &config.vips {
+        let open = fail_open(vip, health);
+        for b in &vip.backends {
+            let f = factors_of(vip, b, factors);
+            if placement(vip, b, health_of(vip, b, health), open, f).1 > 0 {
+                out.insert(Target { vip: vip.key(), backend: b.address });
+            }
+        }
+    }
+    out
+}
+
 /// The configuration as the data path must see it.
 pub fn effective(
     config: &Config,
@@ -143,4 +189,4 @@ pub fn effective(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,8 +2,9 @@ use std::{collections::HashMap, sync::mpsc, thread};
 
 use lb::{
     agent::{
+        agent_check::AgentStatus,
         api::{self, Control},
-        health::{Health, ProbeStatus},
+        health::{Health, Pace, ProbeStatus},
         owner::{ApiError, BackendStatus, Change, Status, Transition, VipStatus},
         state::Placement,
     },
@@ -37,7 +38,11 @@ fn status() -> Status {
             transitions: 0,
             last_result: r.into(),
             last_change_unix_ms: 0,
+            pace: if health == Health::Down { Pace::Downinter } else { Pace::Interval },
+            interval_ms: 2000,
+            recent: Default::default(),
         }),
+        agent: None,
     };
     Status {
         interface: "eth0".into(),
@@ -88,6 +93,18 @@ fn view() -> StatusView {
 }
 
 #[test]
+fn human_status_shows_the_agent_check() {
+    let mut s = status();
+    s.vips[0].backends[0].agent =
+        Some(AgentStatus { last_effect: Some("weight 50% drain".into()), ..Default::default() });
+    s.vips[0].backends[1].agent =
+        Some(AgentStatus { last_error: Some("connect: refused".into()), ..Default::default() });
+    let text = status_text(&StatusView::deserialize(serde_json::to_value(s).unwrap()).unwrap(), 1_000_000);
+    assert!(text.contains("  http status 200; agent: weight 50% drain\n"), "{text}");
+    assert!(text.contains("; agent: connect: refused\n"), "{text}");
+}
+
+#[test]
 fn human_status() {
     let text = status_text(&view(), 1_000_000 + 6000 + 75_000);
     println!("{text}");
@@ -98,7 +115,10 @@ fn human_status() {
         )
     );
     assert!(text.contains("  BACKEND      STATE  HEALTH  PLACEMENT  WEIGHT  PACKETS  BYTES    LAST PROBE\n"));
-    assert!(text.contains("  198.18.0.12  drain  down    draining   2/0     10       3.0 MiB  connect: refused\n"));
+    assert!(text.contains(
+        "  198.18.0.12  drain  down    draining   2/0     10       3.0 MiB  connect: refused (downinter 2000 ms)\n"
+    ));
+    assert!(text.contains("  http status 200\n"), "the plain interval is not shown");
     assert!(text.contains("drops:\n  drop_no_backend  4\n") && !text.contains("drop_fragment"));
     // The last five transitions, oldest first.
     assert!(

@@ -1,6 +1,6 @@
 use super::*;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 [global]
 interface = "eth0"
 nexthop_mac = "02:00:00:00:00:fe"
@@ -30,7 +30,7 @@ ring_size = 251
   mac = "02:00:00:00:11:01"
 "#;
 
-fn err(text: &str) -> String {
+pub(super) fn err(text: &str) -> String {
     Config::from_toml_str(text).unwrap_err().to_string()
 }
 

@@ -52,6 +52,59 @@ fn hysteresis_thresholds_of_one_follow_every_check() {
     assert_eq!(feed(&mut h, "FFSS"), vec![Some(Health::Down), None, Some(Health::Up), None]);
 }
 
+// ---- Pace: interval, fastinter, downinter ----
+
+#[test]
+fn pace_follows_every_state() {
+    let i = Intervals::new(10_000, Some(100), Some(3_000));
+    // Up and settled: the interval; the first failure switches to fastinter
+    // until the backend is down, then downinter.
+    let mut h = Hysteresis::new(Health::Up, 2, 3);
+    let mut seen = vec![pace(&h)];
+    for c in "SFFFF".chars() {
+        h.record(c == 'S');
+        seen.push(pace(&h));
+    }
+    use Pace::*;
+    assert_eq!(seen, vec![Interval, Interval, Fastinter, Fastinter, Downinter, Downinter]);
+    // Down with a success: fastinter while coming up, a failure returns to
+    // downinter, and once up again the interval.
+    let seen: Vec<_> = "SFSSS"
+        .chars()
+        .map(|c| {
+            h.record(c == 'S');
+            pace(&h)
+        })
+        .collect();
+    assert_eq!(seen, vec![Fastinter, Downinter, Fastinter, Interval, Interval]);
+    // A success after failures short of `fall` settles back to the interval.
+    let mut h = Hysteresis::new(Health::Up, 2, 3);
+    h.record(false);
+    h.record(true);
+    assert_eq!(pace(&h), Interval);
+    assert_eq!([Interval, Fastinter, Downinter].map(|p| i.of(p)), [10_000, 100, 3_000].map(Duration::from_millis));
+}
+
+#[test]
+fn pace_intervals_default_to_the_interval() {
+    let i = Intervals::new(2_000, None, None);
+    for p in [Pace::Interval, Pace::Fastinter, Pace::Downinter] {
+        assert_eq!(i.of(p), Duration::from_millis(2_000));
+    }
+    assert_eq!(Intervals::new(2_000, Some(50), None).of(Pace::Downinter), Duration::from_millis(2_000));
+}
+
+#[test]
+fn pace_remembers_the_last_probes_only() {
+    let mut recent = VecDeque::new();
+    for n in 0..RECENT_PROBES as u64 + 5 {
+        let r = ProbeRecord { at_unix_ms: n, ok: true, health: Health::Up, next: Pace::Interval, next_ms: 1 };
+        pace::remember(&mut recent, r);
+    }
+    assert_eq!(recent.len(), RECENT_PROBES);
+    assert_eq!(recent.front().map(|r| r.at_unix_ms), Some(5));
+}
+
 // ---- HTTP status line ----
 
 #[test]
@@ -77,7 +130,14 @@ fn target(n: u16) -> Target {
 }
 
 fn spec(kind: CheckKind, port: u16) -> CheckSpec {
-    CheckSpec { kind, port, interval: Duration::from_millis(50), timeout: Duration::from_millis(200), rise: 2, fall: 3 }
+    CheckSpec {
+        kind,
+        port,
+        intervals: Intervals::new(50, None, None),
+        timeout: Duration::from_millis(200),
+        rise: 2,
+        fall: 3,
+    }
 }
 
 fn http(expect_status: u16) -> CheckKind {

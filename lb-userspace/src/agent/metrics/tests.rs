@@ -19,6 +19,7 @@ fn status() -> Status {
         bytes: 1500,
         new_flows: 4,
         probe,
+        agent: None,
     };
     let probe = ProbeStatus {
         health: Health::Down,
@@ -29,6 +30,9 @@ fn status() -> Status {
         transitions: 2,
         last_result: "connect: refused".into(),
         last_change_unix_ms: 0,
+        pace: crate::agent::health::Pace::Downinter,
+        interval_ms: 2000,
+        recent: Default::default(),
     };
     Status {
         interface: "eth0".into(),
@@ -121,6 +125,27 @@ fn exact_lines() {
     // Probe metrics only for probed backends; conntrack_* only under its own name.
     assert_eq!(text.lines().filter(|l| l.starts_with("lb_backend_checks_total{")).count(), 1);
     assert!(!text.contains("reason=\"conntrack_"));
+}
+
+#[test]
+fn check_pace_agent_and_slow_start() {
+    let mut s = status();
+    let b = &mut s.vips[0].backends[1];
+    b.agent = Some(crate::agent::agent_check::AgentStatus { replies: 5, failures: 1, ..Default::default() });
+    (b.factors.agent_pct, b.factors.slowstart_pct) = (50, 30);
+    let text = render(&s, 0.25);
+    for line in [
+        r#"lb_backend_check_interval_seconds{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 2"#,
+        r#"lb_backend_agent_weight_percent{vip="198.18.100.1:80/tcp",backend="198.18.0.12"} 50"#,
+        r#"lb_backend_agent_replies_total{vip="198.18.100.1:80/tcp",backend="198.18.0.12"} 5"#,
+        r#"lb_backend_agent_failures_total{vip="198.18.100.1:80/tcp",backend="198.18.0.12"} 1"#,
+        r#"lb_backend_slowstart_percent{vip="198.18.100.1:80/tcp",backend="198.18.0.12"} 30"#,
+        r#"lb_backend_slowstart_percent{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 100"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // Agent metrics only for backends with an agent check.
+    assert_eq!(text.lines().filter(|l| l.starts_with("lb_backend_agent_replies_total{")).count(), 1);
 }
 
 /// Label value per the format: escapes are \\, \" and \n only.

@@ -2,7 +2,7 @@ use std::net::IpAddr;
 
 use super::*;
 
-const CFG: &str = r#"
+pub(crate) const CFG: &str = r#"
 [global]
 nexthop_mac = "02:00:00:00:00:fe"
 tunnel_source_v4 = "198.18.0.2"
@@ -77,7 +77,12 @@ fn unchecked_vips_ignore_health() {
 
 #[test]
 fn weight_factors_scale_round_up_and_keep_at_least_one() {
-    let f = |agent_pct, slowstart_pct, hotspot_pct| WeightFactors { agent_pct, slowstart_pct, hotspot_pct };
+    let f = |agent_pct, slowstart_pct, hotspot_pct| WeightFactors {
+        agent_pct,
+        slowstart_pct,
+        hotspot_pct,
+        ..Default::default()
+    };
     assert_eq!(WeightFactors::default().apply(7), 7);
     assert_eq!(f(50, 100, 100).apply(10), 5);
     assert_eq!(f(50, 50, 100).apply(10), 3, "10 * 0.5 = 5, * 0.5 = 2.5, rounded up");
@@ -86,4 +91,40 @@ fn weight_factors_scale_round_up_and_keep_at_least_one() {
     assert_eq!(f(0, 100, 100).apply(10), 0, "an agent reporting 0% takes no new flows");
     assert_eq!(f(100, 100, 100).apply(0), 0);
     assert_eq!(f(200, 100, 100).apply(crate::config::MAX_WEIGHT), crate::config::MAX_WEIGHT);
+}
+
+// ---- The agent check's word over the operator's ----
+
+fn agent(cfg: &Config, backend: &str, admin: AgentAdmin, down: bool, pct: u32) -> HashMap<Target, WeightFactors> {
+    let f = WeightFactors { agent_pct: pct, agent_admin: admin, agent_down: down, ..Default::default() };
+    HashMap::from([(Target { vip: cfg.vips[0].key(), backend: addr(backend) }, f)])
+}
+
+#[test]
+fn the_stricter_admin_state_applies() {
+    use AdminState::*;
+    let all = [(Up, AgentAdmin::Ready, Up), (Up, AgentAdmin::Drain, Drain), (Up, AgentAdmin::Maint, Maint)];
+    let operator_wins =
+        [(Drain, AgentAdmin::Ready, Drain), (Maint, AgentAdmin::Ready, Maint), (Maint, AgentAdmin::Drain, Maint)];
+    for (operator, agent, want) in all.into_iter().chain(operator_wins).chain([(Drain, AgentAdmin::Maint, Maint)]) {
+        assert_eq!(admin_state(operator, agent), want, "operator {operator:?}, agent {agent:?}");
+    }
+}
+
+#[test]
+fn agent_drain_maint_down_and_weight_overlay_placement() {
+    let cfg = Config::from_toml_str(CFG).unwrap();
+    let no_health = HashMap::new();
+    let b = "198.18.0.11";
+    let eff = |f| weights(&effective(&cfg, &no_health, &f));
+    assert_eq!(eff(agent(&cfg, b, AgentAdmin::Ready, false, 50))[0], (addr(b), 2), "3 * 50% rounded up");
+    assert_eq!(eff(agent(&cfg, b, AgentAdmin::Drain, false, 50))[0], (addr(b), 0), "drained: kept, no new flows");
+    assert!(!eff(agent(&cfg, b, AgentAdmin::Maint, false, 100)).iter().any(|(a, _)| *a == addr(b)), "maint: removed");
+    assert!(!eff(agent(&cfg, b, AgentAdmin::Ready, true, 100)).iter().any(|(a, _)| *a == addr(b)), "down: removed");
+    // An operator's maintenance stays whatever the agent says.
+    let maint = Config::from_toml_str(&CFG.replace("weight = 3", "weight = 3\n  state = \"maint\"")).unwrap();
+    let f = agent(&maint, b, AgentAdmin::Ready, false, 100);
+    assert!(!weights(&effective(&maint, &no_health, &f)).iter().any(|(a, _)| *a == addr(b)));
+    let taking = taking_new_flows(&cfg, &no_health, &agent(&cfg, b, AgentAdmin::Drain, false, 100));
+    assert_eq!(taking.len(), 2, "a drained backend takes no new flows: {taking:?}");
 }
