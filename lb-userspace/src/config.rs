@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 mod bgp;
 pub use bgp::BgpConfig;
+mod hotspot;
+pub use hotspot::HotSpotConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -235,6 +237,9 @@ pub struct Config {
     pub vips: Vec<Vip>,
     /// `[bgp]`: announce the VIPs through the local BIRD; read at start only.
     pub bgp: Option<BgpConfig>,
+    /// `[hot_spot]`: detection (and optional per-instance correction) of
+    /// backends taking more than their weighted share.
+    pub hot_spot: HotSpotConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -358,6 +363,7 @@ struct RawConfig {
     #[serde(default)]
     vip: Vec<VipSpec>,
     bgp: Option<bgp::RawBgp>,
+    hot_spot: Option<hotspot::RawHotSpot>,
 }
 
 #[derive(Deserialize)]
@@ -549,7 +555,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         vips.push(validate_vip(&format!("vip[{i}]"), v, global.forwarding, &global)?);
     }
     let bgp = raw.bgp.map(bgp::validate).transpose()?;
-    let config = Config { global, vips, bgp };
+    let hot_spot = hotspot::validate(raw.hot_spot)?;
+    let config = Config { global, vips, bgp, hot_spot };
     config.check_whole()?;
     Ok(config)
 }

@@ -129,6 +129,18 @@ pub struct Status {
     pub last_rebuild_ms: f64,
     /// Announcements through BIRD (`None`: no `[bgp]` table).
     pub bgp: Option<super::bgp::BgpStatus>,
+    pub hot_spot: HotSpotStatus,
+}
+
+/// The hot-spot controller's settings and latest weight changes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HotSpotStatus {
+    pub detect: bool,
+    pub correct: bool,
+    pub factor: f64,
+    pub adjustments_total: u64,
+    /// The latest weight changes, oldest first.
+    pub adjustments: Vec<super::hotspot::Adjustment>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,6 +180,8 @@ pub struct BackendStatus {
     /// New flows the ring gave it since the data path was loaded.
     pub new_flows: u64,
     pub probe: Option<ProbeStatus>,
+    /// Its load against its weighted share (`None`: not measured yet).
+    pub hot_spot: Option<super::hotspot::BackendHotSpot>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +217,7 @@ pub struct Owner {
     rebuild_seconds: f64,
     last_rebuild: Duration,
     bgp: Option<super::bgp::Speaker>,
+    hotspot: super::hotspot::Controller,
 }
 
 impl Owner {
@@ -222,6 +237,7 @@ impl Owner {
             rebuild_seconds: 0.0,
             last_rebuild: Duration::ZERO,
             bgp: None,
+            hotspot: Default::default(),
         }
     }
 
@@ -286,14 +302,34 @@ impl Owner {
         mut events: mpsc::Receiver<HealthEvent>,
         cancel: CancellationToken,
     ) -> Dataplane {
+        let mut hotspot_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(hotspot_at) => {
+                    hotspot_at = tokio::time::Instant::now() + Duration::from_millis(self.config.hot_spot.interval_ms);
+                    self.on_hotspot_tick();
+                }
                 Some(req) = requests.recv() => self.handle(req),
                 Some(ev) = events.recv() => self.on_health(ev),
             }
         }
         self.dp
+    }
+
+    /// Feeds the hot-spot controller the counters; applies its weight changes.
+    fn on_hotspot_tick(&mut self) {
+        let counters = self.dp.backend_counters().unwrap_or_default().into_iter().map(|(v, a, c)| ((v, a), c));
+        let inputs = super::hotspot::inputs(&self.config, self.applied.as_ref(), &counters.collect());
+        let changes = self.hotspot.tick(&self.config.hot_spot, self.started.elapsed(), unix_ms(), &inputs);
+        for (target, pct) in &changes {
+            self.factors.entry(*target).or_default().hotspot_pct = *pct;
+        }
+        if !changes.is_empty()
+            && let Err(e) = self.sync()
+        {
+            warn!(error = %e, "applying a hot-spot weight change failed");
+        }
     }
 
     fn handle(&mut self, req: Request) {
@@ -338,6 +374,7 @@ impl Owner {
         if next.bgp != self.config.bgp {
             warn!("the [bgp] table changed in the file; it takes effect at the next start");
         }
+        super::hotspot::warn_if_per_instance(&next);
         self.replace(next)?;
         Ok(format!("reloaded {} ({} VIPs)", self.config_path.display(), self.config.vips.len()))
     }
@@ -457,7 +494,8 @@ impl Owner {
                     .map(|b| {
                         let health = state::health_of(vip, b, &self.health);
                         let factors = state::factors_of(vip, b, &self.factors);
-                        let (placement, effective_weight) = state::placement(vip, b, health, open, factors);
+                        let scaled = state::scaled(b, state::weight_scale(vip, &self.factors));
+                        let (placement, effective_weight) = state::placement(vip, &scaled, health, open, factors);
                         let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
                         let probe = self.monitor.status(&Target { vip: key, backend: b.address });
                         BackendStatus {
@@ -472,6 +510,9 @@ impl Owner {
                             bytes: c.bytes,
                             new_flows: c.new_flows,
                             probe,
+                            hot_spot: self
+                                .hotspot
+                                .backend(&self.config.hot_spot, &Target { vip: key, backend: b.address }),
                         }
                     })
                     .collect();
@@ -507,6 +548,13 @@ impl Owner {
             table_rebuilds: self.rebuilds,
             last_rebuild_ms: self.last_rebuild.as_secs_f64() * 1e3,
             bgp: self.bgp.as_ref().map(super::bgp::Speaker::status),
+            hot_spot: HotSpotStatus {
+                detect: self.config.hot_spot.detect,
+                correct: self.config.hot_spot.correct,
+                factor: self.config.hot_spot.factor,
+                adjustments_total: self.hotspot.adjustments_total(),
+                adjustments: self.hotspot.adjustments(),
+            },
         }
     }
 }

@@ -119,6 +119,24 @@ pub fn factors_of(vip: &Vip, b: &BackendConfig, factors: &HashMap<Target, Weight
     factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default()
 }
 
+/// What a VIP's configured weights are multiplied by in the table: 1 while
+/// no backend carries a factor; otherwise up to 100 (within `MAX_WEIGHT`),
+/// so that a factor changes the table even for weight 1. Maglev uses only
+/// the ratios of the weights, so scaling every weight of a VIP alike leaves
+/// its table unchanged.
+pub fn weight_scale(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> u32 {
+    if vip.backends.iter().all(|b| factors_of(vip, b, factors).is_neutral()) {
+        return 1;
+    }
+    let max = vip.backends.iter().map(|b| b.weight).max().unwrap_or(1).max(1);
+    (crate::config::MAX_WEIGHT / max).clamp(1, 100)
+}
+
+/// A backend with its weight scaled by [`weight_scale`], as placed in the table.
+pub fn scaled(b: &BackendConfig, scale: u32) -> BackendConfig {
+    BackendConfig { weight: b.weight * scale, ..b.clone() }
+}
+
 /// The configuration as the data path must see it.
 pub fn effective(
     config: &Config,
@@ -129,12 +147,13 @@ pub fn effective(
     for vip in &mut out.vips {
         let open = fail_open(vip, health);
         let original = vip.clone();
+        let scale = weight_scale(&original, factors);
         vip.backends = original
             .backends
             .iter()
             .filter_map(|b| {
                 let f = factors_of(&original, b, factors);
-                let (place, weight) = placement(&original, b, health_of(&original, b, health), open, f);
+                let (place, weight) = placement(&original, &scaled(b, scale), health_of(&original, b, health), open, f);
                 (place != Placement::Removed).then(|| BackendConfig { weight, ..b.clone() })
             })
             .collect();

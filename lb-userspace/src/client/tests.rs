@@ -38,6 +38,7 @@ fn status() -> Status {
             last_result: r.into(),
             last_change_unix_ms: 0,
         }),
+        hot_spot: None,
     };
     Status {
         interface: "eth0".into(),
@@ -80,6 +81,7 @@ fn status() -> Status {
         table_rebuilds: 3,
         last_rebuild_ms: 12.34,
         bgp: None,
+        hot_spot: Default::default(),
     }
 }
 
