@@ -227,6 +227,8 @@ struct StatusView {
     last_rebuild_ms: f64,
     #[serde(default)]
     bgp: Option<bgp::BgpView>,
+    #[serde(default)]
+    hot_spot: Option<hotspot::HotSpotView>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +255,8 @@ struct BackendView {
     packets: u64,
     bytes: u64,
     probe: Option<ProbeView>,
+    #[serde(default)]
+    hot_spot: Option<hotspot::BackendHotSpotView>,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +365,11 @@ fn backend_table(v: &VipView) -> String {
     } else {
         table(&mut out, "  ", &backend_rows(v));
     }
+    for b in &v.backends {
+        if let Some(h) = &b.hot_spot {
+            out.push_str(&hotspot::backend_lines(&b.address, h));
+        }
+    }
     out
 }
 
@@ -403,6 +412,9 @@ fn status_text(s: &StatusView, now_ms: u64) -> String {
             })
             .collect();
         table(&mut out, "  ", &rows);
+    }
+    if let Some(h) = &s.hot_spot {
+        out.push_str(&hotspot::adjustments(h, now_ms, duration));
     }
     out
 }
@@ -483,5 +495,6 @@ pub fn report(e: &ClientError) -> u8 {
 }
 
 mod bgp;
+mod hotspot;
 #[cfg(test)]
 mod tests;
