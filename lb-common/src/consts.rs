@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
@@ -40,6 +40,13 @@ pub const FAMILY_V6: u8 = 6;
 /// `VipMeta::flags`: forward by rewriting the destination MAC (L2 direct
 /// server return) instead of IP-in-IP encapsulation.
 pub const VIP_F_L2DSR: u32 = 1 << 0;
+
+/// `VipMeta::algorithm`: how a new flow picks its backend.
+/// Maglev: ring entry `flow_hash % ring_size` (the default).
+pub const ALGO_MAGLEV: u32 = 0;
+/// Source hash: ring entry `source_hash % ring_size` (the client address
+/// only, so every port of a client reaches one backend).
+pub const ALGO_SOURCE_HASH: u32 = 1;
 
 /// `Backend::state` bit: the backend exists; connection-table entries that
 /// point to it stay valid. Cleared when the backend is removed, so its flows

@@ -141,6 +141,56 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// How a VIP picks the backend of a new flow (the connection table then
+/// keeps it). The README's "Balancing algorithms" section says what each
+/// promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Maglev over the 5-tuple: consistent across instances.
+    #[default]
+    Maglev,
+    /// Maglev over the client address only: every connection of a client
+    /// reaches one backend; consistent across instances.
+    SourceHash,
+}
+
+impl Algorithm {
+    /// `lb_common::ALGO_*` value the data path reads.
+    pub fn code(self) -> u32 {
+        match self {
+            Algorithm::Maglev => lb_common::ALGO_MAGLEV,
+            Algorithm::SourceHash => lb_common::ALGO_SOURCE_HASH,
+        }
+    }
+
+    /// Inverse of [`Algorithm::code`] (an unknown code reads as maglev, what
+    /// the program does with it).
+    pub fn from_code(code: u32) -> Algorithm {
+        match code {
+            lb_common::ALGO_SOURCE_HASH => Algorithm::SourceHash,
+            _ => Algorithm::Maglev,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::Maglev => "maglev",
+            Algorithm::SourceHash => "source-hash",
+        })
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("{s:?} is not an algorithm: maglev, source-hash"))
+    }
+}
+
 /// What to do with established flows of a backend that fails its checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -284,6 +334,9 @@ pub struct Vip {
     pub port: u16,
     pub protocol: Protocol,
     pub ring_size: u32,
+    pub algorithm: Algorithm,
+    /// The operator acknowledged that the algorithm is per instance.
+    pub per_instance: bool,
     pub forwarding: Forwarding,
     pub health_check: Option<HealthCheck>,
     pub on_down: OnDown,
@@ -395,6 +448,8 @@ pub struct VipSpec {
     pub port: u16,
     pub protocol: Protocol,
     pub ring_size: Option<u32>,
+    pub algorithm: Option<Algorithm>,
+    pub per_instance: Option<bool>,
     pub forwarding: Option<Forwarding>,
     pub health_check: Option<HealthCheck>,
     pub on_down: Option<OnDown>,
@@ -596,6 +651,8 @@ fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> R
         port: v.port,
         protocol: v.protocol,
         ring_size,
+        algorithm: v.algorithm.unwrap_or_default(),
+        per_instance: v.per_instance.unwrap_or(false),
         forwarding,
         health_check: v.health_check,
         on_down: v.on_down.unwrap_or_default(),

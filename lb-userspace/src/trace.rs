@@ -145,7 +145,8 @@ fn target(b: Option<IpAddr>) -> String {
 
 fn ring_text(t: &TraceView) -> String {
     format!(
-        "hash {:#010x}, ring entry {} of {} (generation {}) -> {}",
+        "{} hash {:#010x}, ring entry {} of {} (generation {}) -> {}",
+        t.algorithm,
         t.hash,
         t.entry,
         t.ring_size,
@@ -330,6 +331,7 @@ mod tests {
 
     fn trace(ct: Option<&str>, ring: Option<&str>, stale: bool) -> TraceView {
         TraceView {
+            algorithm: Default::default(),
             vip_slot: 0,
             ring_size: 65537,
             ring_generation: 1,
@@ -347,7 +349,7 @@ mod tests {
         let t = trace(None, Some("198.18.0.11"), false);
         assert_eq!(
             explain(vip, Some(&t), Protocol::Tcp),
-            "new flow: hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1) -> 198.18.0.11"
+            "new flow: maglev hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1) -> 198.18.0.11"
         );
         let t = trace(Some("198.18.0.12"), Some("198.18.0.12"), false);
         assert_eq!(explain(vip, Some(&t), Protocol::Tcp), "established: connection-table entry -> 198.18.0.12");

@@ -135,6 +135,7 @@ pub struct Status {
 pub struct VipStatus {
     pub vip: String,
     pub forwarding: crate::config::Forwarding,
+    pub algorithm: crate::config::Algorithm,
     pub ring_size: u32,
     pub health_check: Option<CheckKind>,
     pub all_down: crate::config::AllDown,
@@ -478,6 +479,7 @@ impl Owner {
                 VipStatus {
                     vip: vip.to_string(),
                     forwarding: vip.forwarding,
+                    algorithm: vip.algorithm,
                     ring_size: vip.ring_size,
                     health_check: vip.health_check.as_ref().map(|h| h.kind.clone()),
                     all_down: vip.all_down,

@@ -174,3 +174,19 @@ fn full_tables_are_refused_before_anything_is_applied() {
         .to_string();
     assert_eq!(e, format!("vip.backend: {} backends over all VIPs, at most {MAX_BACKENDS}", MAX_BACKENDS + 1));
 }
+
+#[test]
+fn algorithm_defaults_to_maglev_and_parses() {
+    let c = Config::from_toml_str(GOOD).unwrap();
+    assert_eq!((c.vips[0].algorithm, c.vips[0].per_instance), (Algorithm::Maglev, false));
+    let c = Config::from_toml_str(&GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"source-hash\"\n")).unwrap();
+    assert_eq!(c.vips[0].algorithm, Algorithm::SourceHash);
+    assert_eq!(c.vips[0].algorithm.to_string(), "source-hash");
+    assert_eq!("source-hash".parse::<Algorithm>(), Ok(Algorithm::SourceHash));
+    assert!("random".parse::<Algorithm>().unwrap_err().contains("not an algorithm"));
+    let e = err(&GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"random\"\n"));
+    assert!(e.contains("random") && e.contains("source-hash"), "{e}");
+    for a in [Algorithm::Maglev, Algorithm::SourceHash] {
+        assert_eq!(Algorithm::from_code(a.code()), a);
+    }
+}

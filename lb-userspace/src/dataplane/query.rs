@@ -5,20 +5,27 @@ use std::net::IpAddr;
 use aya::maps::{MapData, MapError, PerCpuArray};
 use lb_common::{
     BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk, VipKey, VipMeta,
-    consts::maps, hash::flow_hash, ring_chunk_index, stats, types::words_addr,
+    consts::maps,
+    hash::{flow_hash, source_hash},
+    ring_chunk_index, stats,
+    types::words_addr,
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
+use crate::config::Algorithm;
 
 /// `Dataplane::trace`: how the program decides for one 5-tuple (also what
 /// `lb trace` reads back from the API).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
+    /// How the VIP picks a new flow's backend.
+    #[serde(default)]
+    pub algorithm: Algorithm,
     pub vip_slot: u32,
     pub ring_size: u32,
     /// Which of the VIP's two ring buffers is live.
     pub ring_generation: u32,
-    /// `flow_hash` of the 5-tuple.
+    /// `flow_hash` of the 5-tuple (`source_hash` for source-hash).
     pub hash: u32,
     /// `hash % ring_size`: the ring entry a new flow takes.
     pub entry: u32,
@@ -58,7 +65,8 @@ impl Dataplane {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(map_err(maps::VIPS)(e)),
         };
-        let hash = flow_hash(flow);
+        let algorithm = Algorithm::from_code(meta.algorithm);
+        let hash = if algorithm == Algorithm::SourceHash { source_hash(flow) } else { flow_hash(flow) };
         let entry = hash.checked_rem(meta.ring_size).unwrap_or(0);
         let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
         let chunk =
@@ -76,6 +84,7 @@ impl Dataplane {
             Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
         };
         Ok(Some(Trace {
+            algorithm,
             vip_slot: meta.slot,
             ring_size: meta.ring_size,
             ring_generation: meta.ring_gen,
