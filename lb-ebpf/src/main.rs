@@ -22,7 +22,8 @@ use balancer::{
     select,
 };
 use lb_common::{
-    ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey,
+    VipMeta,
     capture::CAPTURE_NO_BACKEND,
     hash::{flow_hash, source_hash},
     net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_SYN},
@@ -202,7 +203,8 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
         let h = flow_hash(&pkt.flow);
         (h, Some(h))
     };
-    let id = select::ring_pick(meta, hash).ok_or(stats::DROP_NO_BACKEND)?;
+    let id = if meta.algorithm == ALGO_ROUND_ROBIN { select::round_robin(meta) } else { select::ring_pick(meta, hash) };
+    let id = id.ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
     if learn {
         let limit = CONFIG.get(0).map_or(0, |c| c.new_flow_limit);

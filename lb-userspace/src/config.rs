@@ -153,6 +153,8 @@ pub enum Algorithm {
     /// Maglev over the client address only: every connection of a client
     /// reaches one backend; consistent across instances.
     SourceHash,
+    /// Weighted round-robin over new flows, per instance (and per CPU).
+    RoundRobin,
 }
 
 impl Algorithm {
@@ -161,7 +163,14 @@ impl Algorithm {
         match self {
             Algorithm::Maglev => lb_common::ALGO_MAGLEV,
             Algorithm::SourceHash => lb_common::ALGO_SOURCE_HASH,
+            Algorithm::RoundRobin => lb_common::ALGO_ROUND_ROBIN,
         }
+    }
+
+    /// Whether the choice depends on this instance's own state, so several
+    /// instances behind ECMP may send one flow to different backends.
+    pub fn per_instance(self) -> bool {
+        matches!(self, Algorithm::RoundRobin)
     }
 
     /// Inverse of [`Algorithm::code`] (an unknown code reads as maglev, what
@@ -169,6 +178,7 @@ impl Algorithm {
     pub fn from_code(code: u32) -> Algorithm {
         match code {
             lb_common::ALGO_SOURCE_HASH => Algorithm::SourceHash,
+            lb_common::ALGO_ROUND_ROBIN => Algorithm::RoundRobin,
             _ => Algorithm::Maglev,
         }
     }
@@ -179,6 +189,7 @@ impl fmt::Display for Algorithm {
         f.write_str(match self {
             Algorithm::Maglev => "maglev",
             Algorithm::SourceHash => "source-hash",
+            Algorithm::RoundRobin => "round-robin",
         })
     }
 }
@@ -187,7 +198,7 @@ impl FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
-            .map_err(|_| format!("{s:?} is not an algorithm: maglev, source-hash"))
+            .map_err(|_| format!("{s:?} is not an algorithm: maglev, source-hash, round-robin"))
     }
 }
 
@@ -518,6 +529,22 @@ impl Config {
         Ok(next)
     }
 
+    /// Warnings for VIPs whose algorithm is per instance and not
+    /// acknowledged (`per_instance = true`): logged at load and reload.
+    pub fn per_instance_warnings(&self) -> Vec<String> {
+        self.vips
+            .iter()
+            .filter(|v| v.algorithm.per_instance() && !v.per_instance)
+            .map(|v| {
+                format!(
+                    "{v} uses {}: each lb instance decides from its own state, so several instances behind \
+                     ECMP may send one flow to different backends; set per_instance = true to acknowledge",
+                    v.algorithm
+                )
+            })
+            .collect()
+    }
+
     /// Rules about the configuration as a whole.
     fn check_whole(&self) -> Result<(), ConfigError> {
         if self.vips.len() > MAX_VIPS as usize {
@@ -528,6 +555,20 @@ impl Config {
             if !seen.insert(vip.key()) {
                 return Err(invalid(format!("vip[{i}]"), format!("{vip} is configured twice")));
             }
+        }
+        if self.bgp.is_some()
+            && let Some((i, vip)) =
+                self.vips.iter().enumerate().find(|(_, v)| v.algorithm.per_instance() && !v.per_instance)
+        {
+            return Err(invalid(
+                format!("vip[{i}].per_instance"),
+                format!(
+                    "{vip} uses {}, which each lb instance decides from its own state; with [bgp] several \
+                     instances share the VIP behind ECMP, and a flow whose route moves to another instance \
+                     may reach another backend. Set per_instance = true to accept that, or use maglev or source-hash",
+                    vip.algorithm
+                ),
+            ));
         }
         let backends = self.backend_entries();
         if backends > MAX_BACKENDS as usize {

@@ -38,10 +38,30 @@ fn vip_toml(port: u16, algorithm: &str, extra: &str, backends: &[(&str, u32)]) -
     s
 }
 
+/// Round-robin VIPs: tcp/82 weighted 2:1:1, tcp/83 the same shares as 4:2:2.
+const RR_BACKENDS: [(&str, u32); 3] = [("198.18.0.71", 2), ("198.18.0.72", 1), ("198.18.0.73", 1)];
+
 fn base_config() -> String {
     let sh: Vec<(&str, u32)> = SH_BACKENDS.iter().map(|a| (*a, 1)).collect();
-    [GLOBAL.to_string(), vip_toml(80, "source-hash", "ring_size = 1009", &sh), vip_toml(81, "maglev", "", &sh)]
-        .join("\n")
+    let doubled: Vec<(&str, u32)> = RR_BACKENDS.iter().map(|(a, w)| (*a, w * 2)).collect();
+    [
+        GLOBAL.to_string(),
+        vip_toml(80, "source-hash", "ring_size = 1009", &sh),
+        vip_toml(81, "maglev", "", &sh),
+        vip_toml(82, "round-robin", "", &RR_BACKENDS),
+        vip_toml(83, "round-robin", "", &doubled),
+    ]
+    .join("\n")
+}
+
+/// Keeps the test thread on one CPU: the round-robin position is per CPU.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
+    }
 }
 
 static DATAPLANE: OnceLock<Mutex<Dataplane>> = OnceLock::new();
@@ -109,4 +129,35 @@ fn source_hash_sends_every_port_of_a_client_to_the_predicted_backend() {
     assert!(reached.len() >= 3, "24 clients reached only {reached:?}");
     // The same client's ports spread under Maglev: the VIP's algorithm is what groups them.
     assert!(maglev_spread.len() >= 2, "maglev sent 40 ports of one client to {maglev_spread:?}");
+}
+
+#[test]
+fn round_robin_gives_the_exact_weighted_sequence() {
+    let Some(dp) = dataplane("round_robin", &base_config()) else { return };
+    pin_to_one_cpu();
+    let client = Ipv4Addr::new(198, 19, 8, 1);
+    let [a, b, c] = RR_BACKENDS.map(|(addr, _)| addr.parse::<IpAddr>().unwrap());
+    // Smooth weighted round-robin of 2:1:1 in address order: a b c a.
+    let period = [a, b, c, a];
+    for port in [82, 83] {
+        let trace = dp.trace(&syn(client, 1, port).flow_key()).unwrap().unwrap();
+        assert_eq!(trace.ring_size, 4, "tcp/{port}: weights reduced by their gcd");
+        assert_eq!(trace.ring_backend, None, "round-robin is not predicted");
+    }
+    let mut got = Vec::new();
+    for i in 0..300u16 {
+        let pkt = syn(client, 30_000 + i, 82);
+        let backend = forward(&dp, &pkt).expect("forwarded");
+        got.push(backend);
+        // The flow's next packets stay on its backend and do not advance the sequence.
+        let ack = Packet::new().ipv4(client, VIP).tcp(30_000 + i, 82).ack();
+        assert_eq!(forward(&dp, &ack), Some(backend), "ACK of flow {i}");
+    }
+    // Another test (or CPU) may have left the position anywhere: find it.
+    let start = (0..4).find(|&o| period[o] == got[0] && period[(o + 1) % 4] == got[1]).expect("a rotation");
+    for (i, backend) in got.iter().enumerate() {
+        assert_eq!(*backend, period[(start + i) % 4], "SYN {i}: {got:?}");
+    }
+    let count = |x: IpAddr| got.iter().filter(|&&g| g == x).count();
+    assert_eq!((count(a), count(b), count(c)), (150, 75, 75));
 }

@@ -332,6 +332,9 @@ impl Owner {
     /// Re-reads the file; an invalid file changes nothing.
     pub fn reload(&mut self) -> Result<String, ApiError> {
         let mut next = Config::load(&self.config_path)?;
+        for w in next.per_instance_warnings() {
+            warn!("{w}");
+        }
         next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");

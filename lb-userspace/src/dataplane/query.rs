@@ -29,7 +29,8 @@ pub struct Trace {
     pub hash: u32,
     /// `hash % ring_size`: the ring entry a new flow takes.
     pub entry: u32,
-    /// The backend at that entry (a SYN, or a flow not in the table, goes there).
+    /// The backend at that entry (a SYN, or a flow not in the table, goes
+    /// there); always `None` for a per-instance algorithm (no prediction).
     pub ring_backend: Option<IpAddr>,
     /// The backend of the flow's connection-table entry: established
     /// packets of the flow go there.
@@ -72,8 +73,13 @@ impl Dataplane {
         let chunk =
             rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
         let id = chunk.lanes[(entry % RING_LANES) as usize];
-        let ring_backend =
-            if id == NO_BACKEND || meta.ring_size == 0 { None } else { self.present_backend(id as u32, None)? };
+        // Round-robin and least-connections pick from this instance's live
+        // state (per-CPU positions, active counts): no prediction.
+        let ring_backend = if id == NO_BACKEND || meta.ring_size == 0 || algorithm.per_instance() {
+            None
+        } else {
+            self.present_backend(id as u32, None)?
+        };
         let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
         let (conntrack_backend, conntrack_stale) = match table.get(flow, 0) {
             Ok(e) => match self.present_backend(e.backend, Some(e.epoch))? {
