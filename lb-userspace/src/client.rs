@@ -193,6 +193,12 @@ fn vip_spec(a: VipAdd) -> Value {
     if let Some(n) = a.ring_size {
         spec["ring_size"] = json!(n);
     }
+    if let Some(algo) = a.algorithm {
+        spec["algorithm"] = json!(algo);
+    }
+    if a.per_instance {
+        spec["per_instance"] = json!(true);
+    }
     if let Some(kind) = a.health {
         let mut hc = json!({ "kind": match kind { HealthArg::Tcp => "tcp", HealthArg::Http => "http" } });
         let options = [
@@ -235,6 +241,10 @@ struct StatusView {
 struct VipView {
     vip: String,
     forwarding: String,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    per_instance: Vec<String>,
     ring_size: u32,
     health_check: Option<String>,
     failing_open: bool,
@@ -352,8 +362,14 @@ fn vip_header(v: &VipView) -> String {
     if let Some(check) = &v.health_check {
         let _ = write!(line, "  check {check}");
     }
+    if let Some(algo) = v.algorithm.as_ref().filter(|a| *a != "maglev") {
+        let _ = write!(line, "  {algo}");
+    }
     if v.failing_open {
         line.push_str("  FAILING OPEN: every backend is down, all are used");
+    }
+    for reason in &v.per_instance {
+        let _ = write!(line, "\n  per instance: {reason}");
     }
     line
 }

@@ -3,8 +3,8 @@
 //! end-to-end tests and `lb-demo`.
 
 pub mod ecmp;
-pub mod netns;
 pub mod model;
+pub mod netns;
 pub mod packet;
 pub mod topology;
 pub mod traffic;

@@ -42,6 +42,9 @@ pub struct RunOptions {
 /// Runs until SIGINT/SIGTERM. `ready` is called once traffic flows.
 pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
     let mut config = Config::load(&opts.config)?;
+    for w in config.per_instance_warnings() {
+        warn!("{w}");
+    }
     let iface = opts
         .iface
         .clone()

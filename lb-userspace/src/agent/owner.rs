@@ -147,6 +147,7 @@ pub struct HotSpotStatus {
 pub struct VipStatus {
     pub vip: String,
     pub forwarding: crate::config::Forwarding,
+    pub algorithm: crate::config::Algorithm,
     pub ring_size: u32,
     pub health_check: Option<CheckKind>,
     pub all_down: crate::config::AllDown,
@@ -367,6 +368,9 @@ impl Owner {
     /// Re-reads the file; an invalid file changes nothing.
     pub fn reload(&mut self) -> Result<String, ApiError> {
         let mut next = Config::load(&self.config_path)?;
+        for w in next.per_instance_warnings() {
+            warn!("{w}");
+        }
         next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
@@ -519,6 +523,7 @@ impl Owner {
                 VipStatus {
                     vip: vip.to_string(),
                     forwarding: vip.forwarding,
+                    algorithm: vip.algorithm,
                     ring_size: vip.ring_size,
                     health_check: vip.health_check.as_ref().map(|h| h.kind.clone()),
                     all_down: vip.all_down,

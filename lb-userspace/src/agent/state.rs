@@ -67,6 +67,9 @@ impl WeightFactors {
 /// health sends every flow to the same backend.
 pub fn per_instance_reasons(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> Vec<String> {
     let mut reasons = Vec::new();
+    if vip.algorithm.per_instance() {
+        reasons.push(format!("{}: new flows are placed from this instance's own state", vip.algorithm));
+    }
     for b in &vip.backends {
         let f = factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default();
         if f.slowstart_pct != 100 {

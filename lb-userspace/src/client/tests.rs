@@ -48,6 +48,7 @@ fn status() -> Status {
         vips: vec![VipStatus {
             vip: "198.18.100.1:80/tcp".into(),
             forwarding: Forwarding::Ipip,
+            algorithm: Default::default(),
             ring_size: 65537,
             health_check: Some(CheckKind::Http),
             all_down: AllDown::FailOpen,

@@ -40,6 +40,7 @@ fn status() -> Status {
             VipStatus {
                 vip: "198.18.100.1:80/tcp".into(),
                 forwarding: Forwarding::Ipip,
+                algorithm: Default::default(),
                 ring_size: 65537,
                 health_check: None,
                 all_down: AllDown::FailOpen,
@@ -58,6 +59,7 @@ fn status() -> Status {
                 // Not a real VIP name: exercises label escaping.
                 vip: "odd\"vip\\\n".into(),
                 forwarding: Forwarding::L2dsr,
+                algorithm: Default::default(),
                 ring_size: 13,
                 health_check: None,
                 all_down: AllDown::Drop,
