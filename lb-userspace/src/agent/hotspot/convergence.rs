@@ -1,12 +1,12 @@
 //! The controller against a simulated workload routed by the real table:
 //! weights through `state::effective`, tables from `maglev::build`, entries
-//! from the data path's `flow_hash`. Clients are pinned to a backend by
-//! their address only (source-hash: the flow hash with both ports zeroed),
-//! and a few heavy clients pile onto one backend.
+//! from the data path's `source_hash` (the `source-hash` algorithm: every
+//! connection of a client reaches one backend), and a few heavy clients
+//! pile onto one backend.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use lb_common::{FlowKey, hash::flow_hash};
+use lb_common::{FlowKey, hash::source_hash};
 
 use super::*;
 use crate::{
@@ -25,7 +25,7 @@ const HEAVY_FLOWS: u64 = 25;
 fn config(correct: bool) -> Config {
     let mut text = String::from(
         "[global]\nnexthop_mac = \"02:00:00:00:00:fe\"\ntunnel_source_v4 = \"198.18.0.2\"\n\
-         [[vip]]\naddress = \"198.18.100.1\"\nport = 80\nprotocol = \"tcp\"\nring_size = 4099\n",
+         [[vip]]\naddress = \"198.18.100.1\"\nport = 80\nprotocol = \"tcp\"\nring_size = 4099\nalgorithm = \"source-hash\"\n",
     );
     for i in 0..5 {
         text.push_str(&format!("[[vip.backend]]\naddress = \"198.18.0.{}\"\n", 11 + i));
@@ -35,9 +35,9 @@ fn config(correct: bool) -> Config {
     c
 }
 
-/// The ring entry a client's flows take under source-hash.
+/// The ring entry every connection of a client takes under source-hash.
 fn entry(client: IpAddr, vip: IpAddr) -> usize {
-    (flow_hash(&FlowKey::new(client, 0, vip, 0, 6)) % RING) as usize
+    (source_hash(&FlowKey::new(client, 40_000, vip, 80, 6)) % RING) as usize
 }
 
 struct World {
