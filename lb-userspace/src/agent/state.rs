@@ -123,12 +123,12 @@ pub fn factors_of(vip: &Vip, b: &BackendConfig, factors: &HashMap<Target, Weight
 }
 
 /// What a VIP's configured weights are multiplied by in the table: 1 while
-/// no backend carries a factor; otherwise up to 100 (within `MAX_WEIGHT`),
-/// so that a factor changes the table even for weight 1. Maglev uses only
-/// the ratios of the weights, so scaling every weight of a VIP alike leaves
-/// its table unchanged.
+/// no backend is under hot-spot correction; otherwise up to 100 (within
+/// `MAX_WEIGHT`), so that the correction changes the table even for a
+/// weight of 1. Maglev uses only the ratios of the weights, so scaling every
+/// weight of a VIP alike leaves its table unchanged.
 pub fn weight_scale(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> u32 {
-    if vip.backends.iter().all(|b| factors_of(vip, b, factors).is_neutral()) {
+    if vip.backends.iter().all(|b| factors_of(vip, b, factors).hotspot_pct == 100) {
         return 1;
     }
     let max = vip.backends.iter().map(|b| b.weight).max().unwrap_or(1).max(1);

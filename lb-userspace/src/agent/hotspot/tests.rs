@@ -277,7 +277,7 @@ fn weights_are_judged_against_the_configured_share_of_the_backends_in_the_table(
 }
 
 #[test]
-fn a_factor_changes_the_table_even_for_weight_one() {
+fn the_correction_changes_the_table_even_for_weight_one() {
     use crate::agent::state::{WeightFactors, effective};
     let config = crate::config::Config::from_toml_str(
         "[global]\nnexthop_mac = \"02:00:00:00:00:fe\"\ntunnel_source_v4 = \"198.18.0.2\"\n\
@@ -292,4 +292,7 @@ fn a_factor_changes_the_table_even_for_weight_one() {
     let hot = Target { vip: config.vips[0].key(), backend: addr(0) };
     let factors = HashMap::from([(hot, WeightFactors { hotspot_pct: 25, ..Default::default() })]);
     assert_eq!(weights(&factors), [25, 100]);
+    // Other factors keep their own arithmetic (no scaling without a correction).
+    let factors = HashMap::from([(hot, WeightFactors { slowstart_pct: 25, ..Default::default() })]);
+    assert_eq!(weights(&factors), [1, 1]);
 }
