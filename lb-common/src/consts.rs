@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
@@ -41,6 +41,17 @@ pub const FAMILY_V6: u8 = 6;
 /// server return) instead of IP-in-IP encapsulation.
 pub const VIP_F_L2DSR: u32 = 1 << 0;
 
+/// `VipMeta::algorithm`: how a new flow picks its backend.
+/// Maglev: ring entry `flow_hash % ring_size` (the default).
+pub const ALGO_MAGLEV: u32 = 0;
+/// Source hash: ring entry `source_hash % ring_size` (the client address
+/// only, so every port of a client reaches one backend).
+pub const ALGO_SOURCE_HASH: u32 = 1;
+/// Weighted round-robin: the ring holds one period of a smooth weighted
+/// round-robin sequence; each CPU takes entry `RR_NEXT[slot] % ring_size`
+/// and advances its own position (per instance, per CPU).
+pub const ALGO_ROUND_ROBIN: u32 = 2;
+
 /// `Backend::state` bit: the backend exists; connection-table entries that
 /// point to it stay valid. Cleared when the backend is removed, so its flows
 /// are re-picked from the ring.
@@ -67,6 +78,8 @@ pub mod maps {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const BACKEND_FLOWS: &str = "BACKEND_FLOWS";
+    /// Per CPU, per VIP slot: the next round-robin ring entry.
+    pub const RR_NEXT: &str = "RR_NEXT";
     pub const DECAP_STATS: &str = "DECAP_STATS";
     /// `lb capture`: the records, the switch and the program's bookkeeping.
     pub const CAPTURE: &str = "CAPTURE";

@@ -45,6 +45,20 @@ pub fn hash_words4(words: &[u32; 4], seed: u32) -> u32 {
 /// Hash of a 5-tuple; the Maglev entry is `flow_hash(key) % ring_size`.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
+    tuple_hash(key, (key.sport as u32) | ((key.dport as u32) << 16))
+}
+
+/// `flow_hash` of the 5-tuple with both ports zeroed: the source-hash
+/// algorithm's entry is `source_hash(key) % ring_size`, the same for every
+/// connection of one client address to one VIP.
+#[inline(always)]
+pub fn source_hash(key: &FlowKey) -> u32 {
+    tuple_hash(key, 0)
+}
+
+/// `flow_hash` with the ports word given (no copy of the key on the BPF stack).
+#[inline(always)]
+fn tuple_hash(key: &FlowKey, ports: u32) -> u32 {
     let mut h = FLOW_SEED;
     h = round(h, key.src[0]);
     h = round(h, key.src[1]);
@@ -54,7 +68,7 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     h = round(h, key.dst[1]);
     h = round(h, key.dst[2]);
     h = round(h, key.dst[3]);
-    h = round(h, (key.sport as u32) | ((key.dport as u32) << 16));
+    h = round(h, ports);
     h = round(h, (key.proto as u32) | ((key.family as u32) << 8));
     finish(h, 40)
 }
@@ -62,6 +76,23 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_hash_is_the_flow_hash_without_ports() {
+        let key = |sport: u16, dport: u16, src: u32| FlowKey {
+            src: [src, 0, 0, 0],
+            dst: [7, 0, 0, 0],
+            sport,
+            dport,
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        assert_eq!(source_hash(&key(1234, 80, 1)), flow_hash(&key(0, 0, 1)));
+        assert_eq!(source_hash(&key(1234, 80, 1)), source_hash(&key(4321, 80, 1)));
+        assert_ne!(flow_hash(&key(1234, 80, 1)), flow_hash(&key(4321, 80, 1)));
+        assert_ne!(source_hash(&key(1234, 80, 1)), source_hash(&key(1234, 80, 2)));
+    }
 
     #[test]
     fn murmur3_reference_vector() {

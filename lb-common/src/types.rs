@@ -70,6 +70,8 @@ pub struct VipMeta {
     pub ring_gen: u32,
     /// `VIP_F_*` bits.
     pub flags: u32,
+    /// `ALGO_*`: how a new flow picks its backend.
+    pub algorithm: u32,
 }
 
 /// `VIP_ADDRS` key: an address that carries at least one VIP. Lets the program
@@ -209,7 +211,7 @@ pub struct GlobalConfig {
 
 const _: () = {
     assert!(core::mem::size_of::<VipKey>() == 20);
-    assert!(core::mem::size_of::<VipMeta>() == 16);
+    assert!(core::mem::size_of::<VipMeta>() == 20);
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
     assert!(core::mem::size_of::<Backend>() == 32);
     assert!(core::mem::size_of::<FlowKey>() == 40);

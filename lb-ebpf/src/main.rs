@@ -22,9 +22,10 @@ use balancer::{
     select,
 };
 use lb_common::{
-    Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey,
+    VipMeta,
     capture::CAPTURE_NO_BACKEND,
-    hash::flow_hash,
+    hash::{flow_hash, source_hash},
     net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_SYN},
     stats,
 };
@@ -199,8 +200,16 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
     } else {
         counters::stat(stats::CONNTRACK_MISS, 0);
     }
-    let hash = flow_hash(&pkt.flow);
-    let id = select::ring_pick(meta, hash).ok_or(stats::DROP_NO_BACKEND)?;
+    // The flow hash is kept for the IPv6 flow label; a source hash is not
+    // (all of a client's flows would share one label).
+    let (hash, flow) = if meta.algorithm == ALGO_SOURCE_HASH {
+        (source_hash(&pkt.flow), None)
+    } else {
+        let h = flow_hash(&pkt.flow);
+        (h, Some(h))
+    };
+    let id = if meta.algorithm == ALGO_ROUND_ROBIN { select::round_robin(meta) } else { select::ring_pick(meta, hash) };
+    let id = id.ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
     if learn {
         let limit = CONFIG.get(0).map_or(0, |c| c.new_flow_limit);
@@ -211,7 +220,7 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
         }
         counters::backend_flow(id);
     }
-    Ok((id, backend, Some(hash)))
+    Ok((id, backend, flow))
 }
 
 #[inline(always)]

@@ -197,6 +197,13 @@ pub struct VipAdd {
     /// Maglev table size, a prime up to 65537 [default: 65537].
     #[arg(long, value_name = "N")]
     pub ring_size: Option<u32>,
+    /// How new flows are spread: maglev, source-hash [default: maglev].
+    #[arg(long, value_name = "NAME")]
+    pub algorithm: Option<lb::config::Algorithm>,
+    /// Acknowledge that the algorithm is per instance (required for
+    /// round-robin and least-connections when the agent announces over BGP).
+    #[arg(long)]
+    pub per_instance: bool,
     /// A backend, repeatable: ADDR[,weight=W][,mac=MAC] (the MAC is required
     /// with l2dsr).
     #[arg(long = "backend", value_name = "ADDR[,weight=W][,mac=M]", value_parser = parse_backend)]

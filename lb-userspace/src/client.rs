@@ -193,6 +193,12 @@ fn vip_spec(a: VipAdd) -> Value {
     if let Some(n) = a.ring_size {
         spec["ring_size"] = json!(n);
     }
+    if let Some(algo) = a.algorithm {
+        spec["algorithm"] = json!(algo);
+    }
+    if a.per_instance {
+        spec["per_instance"] = json!(true);
+    }
     if let Some(kind) = a.health {
         let mut hc = json!({ "kind": match kind { HealthArg::Tcp => "tcp", HealthArg::Http => "http" } });
         let options = [
@@ -227,12 +233,18 @@ struct StatusView {
     last_rebuild_ms: f64,
     #[serde(default)]
     bgp: Option<bgp::BgpView>,
+    #[serde(default)]
+    hot_spot: Option<hotspot::HotSpotView>,
 }
 
 #[derive(Deserialize)]
 struct VipView {
     vip: String,
     forwarding: String,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    per_instance: Vec<String>,
     ring_size: u32,
     health_check: Option<String>,
     failing_open: bool,
@@ -255,6 +267,7 @@ struct BackendView {
     probe: Option<ProbeView>,
     #[serde(default)]
     agent: Option<AgentView>,
+    hot_spot: Option<hotspot::BackendHotSpotView>,
 }
 
 #[derive(Deserialize)]
@@ -378,8 +391,14 @@ fn vip_header(v: &VipView) -> String {
     if let Some(check) = &v.health_check {
         let _ = write!(line, "  check {check}");
     }
+    if let Some(algo) = v.algorithm.as_ref().filter(|a| *a != "maglev") {
+        let _ = write!(line, "  {algo}");
+    }
     if v.failing_open {
         line.push_str("  FAILING OPEN: every backend is down, all are used");
+    }
+    for reason in &v.per_instance {
+        let _ = write!(line, "\n  per instance: {reason}");
     }
     line
 }
@@ -390,6 +409,11 @@ fn backend_table(v: &VipView) -> String {
         out.push_str("  no backends\n");
     } else {
         table(&mut out, "  ", &backend_rows(v));
+    }
+    for b in &v.backends {
+        if let Some(h) = &b.hot_spot {
+            out.push_str(&hotspot::backend_lines(&b.address, h));
+        }
     }
     out
 }
@@ -433,6 +457,9 @@ fn status_text(s: &StatusView, now_ms: u64) -> String {
             })
             .collect();
         table(&mut out, "  ", &rows);
+    }
+    if let Some(h) = &s.hot_spot {
+        out.push_str(&hotspot::adjustments(h, now_ms, duration));
     }
     out
 }
@@ -513,5 +540,6 @@ pub fn report(e: &ClientError) -> u8 {
 }
 
 mod bgp;
+mod hotspot;
 #[cfg(test)]
 mod tests;

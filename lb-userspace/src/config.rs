@@ -17,6 +17,8 @@ mod bgp;
 mod checks;
 pub use bgp::BgpConfig;
 pub use checks::{AgentCheck, INTERVAL_RANGE_MS, MAX_AGENT_SEND, MAX_SLOWSTART_MS};
+mod hotspot;
+pub use hotspot::HotSpotConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -143,6 +145,67 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// How a VIP picks the backend of a new flow (the connection table then
+/// keeps it). The README's "Balancing algorithms" section says what each
+/// promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Maglev over the 5-tuple: consistent across instances.
+    #[default]
+    Maglev,
+    /// Maglev over the client address only: every connection of a client
+    /// reaches one backend; consistent across instances.
+    SourceHash,
+    /// Weighted round-robin over new flows, per instance (and per CPU).
+    RoundRobin,
+}
+
+impl Algorithm {
+    /// `lb_common::ALGO_*` value the data path reads.
+    pub fn code(self) -> u32 {
+        match self {
+            Algorithm::Maglev => lb_common::ALGO_MAGLEV,
+            Algorithm::SourceHash => lb_common::ALGO_SOURCE_HASH,
+            Algorithm::RoundRobin => lb_common::ALGO_ROUND_ROBIN,
+        }
+    }
+
+    /// Whether the choice depends on this instance's own state, so several
+    /// instances behind ECMP may send one flow to different backends.
+    pub fn per_instance(self) -> bool {
+        matches!(self, Algorithm::RoundRobin)
+    }
+
+    /// Inverse of [`Algorithm::code`] (an unknown code reads as maglev, what
+    /// the program does with it).
+    pub fn from_code(code: u32) -> Algorithm {
+        match code {
+            lb_common::ALGO_SOURCE_HASH => Algorithm::SourceHash,
+            lb_common::ALGO_ROUND_ROBIN => Algorithm::RoundRobin,
+            _ => Algorithm::Maglev,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::Maglev => "maglev",
+            Algorithm::SourceHash => "source-hash",
+            Algorithm::RoundRobin => "round-robin",
+        })
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+            .map_err(|_| format!("{s:?} is not an algorithm: maglev, source-hash, round-robin"))
+    }
+}
+
 /// What to do with established flows of a backend that fails its checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -242,6 +305,9 @@ pub struct Config {
     pub vips: Vec<Vip>,
     /// `[bgp]`: announce the VIPs through the local BIRD; read at start only.
     pub bgp: Option<BgpConfig>,
+    /// `[hot_spot]`: detection (and optional per-instance correction) of
+    /// backends taking more than their weighted share.
+    pub hot_spot: HotSpotConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -291,6 +357,9 @@ pub struct Vip {
     pub port: u16,
     pub protocol: Protocol,
     pub ring_size: u32,
+    pub algorithm: Algorithm,
+    /// The operator acknowledged that the algorithm is per instance.
+    pub per_instance: bool,
     pub forwarding: Forwarding,
     pub health_check: Option<HealthCheck>,
     pub on_down: OnDown,
@@ -368,6 +437,7 @@ struct RawConfig {
     #[serde(default)]
     vip: Vec<VipSpec>,
     bgp: Option<bgp::RawBgp>,
+    hot_spot: Option<hotspot::RawHotSpot>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +475,8 @@ pub struct VipSpec {
     pub port: u16,
     pub protocol: Protocol,
     pub ring_size: Option<u32>,
+    pub algorithm: Option<Algorithm>,
+    pub per_instance: Option<bool>,
     pub forwarding: Option<Forwarding>,
     pub health_check: Option<HealthCheck>,
     pub on_down: Option<OnDown>,
@@ -475,6 +547,22 @@ impl Config {
         Ok(next)
     }
 
+    /// Warnings for VIPs whose algorithm is per instance and not
+    /// acknowledged (`per_instance = true`): logged at load and reload.
+    pub fn per_instance_warnings(&self) -> Vec<String> {
+        self.vips
+            .iter()
+            .filter(|v| v.algorithm.per_instance() && !v.per_instance)
+            .map(|v| {
+                format!(
+                    "{v} uses {}: each lb instance decides from its own state, so several instances behind \
+                     ECMP may send one flow to different backends; set per_instance = true to acknowledge",
+                    v.algorithm
+                )
+            })
+            .collect()
+    }
+
     /// Rules about the configuration as a whole.
     fn check_whole(&self) -> Result<(), ConfigError> {
         if self.vips.len() > MAX_VIPS as usize {
@@ -485,6 +573,20 @@ impl Config {
             if !seen.insert(vip.key()) {
                 return Err(invalid(format!("vip[{i}]"), format!("{vip} is configured twice")));
             }
+        }
+        if self.bgp.is_some()
+            && let Some((i, vip)) =
+                self.vips.iter().enumerate().find(|(_, v)| v.algorithm.per_instance() && !v.per_instance)
+        {
+            return Err(invalid(
+                format!("vip[{i}].per_instance"),
+                format!(
+                    "{vip} uses {}, which each lb instance decides from its own state; with [bgp] several \
+                     instances share the VIP behind ECMP, and a flow whose route moves to another instance \
+                     may reach another backend. Set per_instance = true to accept that, or use maglev or source-hash",
+                    vip.algorithm
+                ),
+            ));
         }
         let backends = self.backend_entries();
         if backends > MAX_BACKENDS as usize {
@@ -561,7 +663,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         vips.push(validate_vip(&format!("vip[{i}]"), v, global.forwarding, &global)?);
     }
     let bgp = raw.bgp.map(bgp::validate).transpose()?;
-    let config = Config { global, vips, bgp };
+    let hot_spot = hotspot::validate(raw.hot_spot)?;
+    let config = Config { global, vips, bgp, hot_spot };
     config.check_whole()?;
     Ok(config)
 }
@@ -612,6 +715,8 @@ fn validate_vip(key: &str, v: VipSpec, default_fwd: Forwarding, g: &Global) -> R
         port: v.port,
         protocol: v.protocol,
         ring_size,
+        algorithm: v.algorithm.unwrap_or_default(),
+        per_instance: v.per_instance.unwrap_or(false),
         forwarding,
         health_check: v.health_check,
         on_down: v.on_down.unwrap_or_default(),

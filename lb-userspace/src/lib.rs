@@ -8,3 +8,4 @@ pub mod decap;
 pub mod maglev;
 pub mod neighbour;
 pub mod objects;
+pub mod swrr;

@@ -110,6 +110,9 @@ pub enum Decision {
         backend: Option<IpAddr>,
         repick: bool,
     },
+    /// A new flow of a round-robin or least-connections VIP: the backend
+    /// depends on the instance's state at that moment.
+    PerInstance,
 }
 
 impl Decision {
@@ -117,13 +120,14 @@ impl Decision {
         match trace {
             None => Decision::NotVip,
             Some(TraceView { conntrack_backend: Some(b), .. }) => Decision::Established(*b),
+            Some(t) if t.algorithm.per_instance() => Decision::PerInstance,
             Some(t) => Decision::Ring { backend: t.ring_backend, repick: t.conntrack_stale },
         }
     }
 
     pub fn backend(self) -> Option<IpAddr> {
         match self {
-            Decision::NotVip => None,
+            Decision::NotVip | Decision::PerInstance => None,
             Decision::Established(b) => Some(b),
             Decision::Ring { backend, .. } => backend,
         }
@@ -135,6 +139,7 @@ impl Decision {
             Decision::Established(_) => "connection-table",
             Decision::Ring { repick: true, .. } => "ring-repick",
             Decision::Ring { .. } => "ring",
+            Decision::PerInstance => "per-instance",
         }
     }
 }
@@ -144,8 +149,16 @@ fn target(b: Option<IpAddr>) -> String {
 }
 
 fn ring_text(t: &TraceView) -> String {
+    if t.algorithm.per_instance() {
+        return format!(
+            "{}: picked from this instance's state when the flow starts (not predictable; \
+             another instance may pick another backend)",
+            t.algorithm
+        );
+    }
     format!(
-        "hash {:#010x}, ring entry {} of {} (generation {}) -> {}",
+        "{} hash {:#010x}, ring entry {} of {} (generation {}) -> {}",
+        t.algorithm,
         t.hash,
         t.entry,
         t.ring_size,
@@ -162,7 +175,7 @@ pub fn explain(vip: &str, trace: Option<&TraceView>, protocol: Protocol) -> Stri
     match Decision::of(trace) {
         Decision::Established(b) => {
             let mut s = format!("established: connection-table entry -> {b}");
-            if protocol == Protocol::Tcp && t.ring_backend != Some(b) {
+            if protocol == Protocol::Tcp && t.ring_backend != Some(b) && !t.algorithm.per_instance() {
                 let _ = write!(s, "\n  (a SYN reusing this tuple would be re-picked: {})", ring_text(t));
             }
             s
@@ -239,7 +252,11 @@ fn several(file: &Path, req: &TraceRequest, json: bool, note: Option<&str>) -> a
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
     for (_, a) in &answers {
         if let Ok(a) = a {
-            *votes.entry(target(Decision::of(a.trace.as_ref()).backend())).or_default() += 1;
+            let vote = match Decision::of(a.trace.as_ref()) {
+                Decision::PerInstance => "each instance's own pick (round-robin / least-connections)".into(),
+                d => target(d.backend()),
+            };
+            *votes.entry(vote).or_default() += 1;
         }
     }
     let answered = answers.iter().filter(|(_, a)| a.is_ok()).count();
@@ -330,6 +347,7 @@ mod tests {
 
     fn trace(ct: Option<&str>, ring: Option<&str>, stale: bool) -> TraceView {
         TraceView {
+            algorithm: Default::default(),
             vip_slot: 0,
             ring_size: 65537,
             ring_generation: 1,
@@ -347,13 +365,19 @@ mod tests {
         let t = trace(None, Some("198.18.0.11"), false);
         assert_eq!(
             explain(vip, Some(&t), Protocol::Tcp),
-            "new flow: hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1) -> 198.18.0.11"
+            "new flow: maglev hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1) -> 198.18.0.11"
         );
         let t = trace(Some("198.18.0.12"), Some("198.18.0.12"), false);
         assert_eq!(explain(vip, Some(&t), Protocol::Tcp), "established: connection-table entry -> 198.18.0.12");
         let t = trace(Some("198.18.0.12"), Some("198.18.0.11"), false);
         assert!(explain(vip, Some(&t), Protocol::Tcp).contains("a SYN reusing this tuple"));
         assert!(!explain(vip, Some(&t), Protocol::Udp).contains("SYN"));
+        let mut t = trace(Some("198.18.0.12"), None, false);
+        t.algorithm = lb::config::Algorithm::RoundRobin;
+        assert_eq!(explain(vip, Some(&t), Protocol::Tcp), "established: connection-table entry -> 198.18.0.12");
+        t.conntrack_backend = None;
+        assert!(explain(vip, Some(&t), Protocol::Tcp).starts_with("new flow: round-robin: picked from this instance"));
+        assert_eq!(Decision::of(Some(&t)).by(), "per-instance");
         let t = trace(None, None, true);
         let s = explain(vip, Some(&t), Protocol::Tcp);
         assert!(s.starts_with("re-pick") && s.ends_with("no backend: dropped (drop_no_backend)"), "{s}");

@@ -4,8 +4,8 @@
 
 pub mod ecmp;
 pub mod livegen;
-pub mod netns;
 pub mod model;
+pub mod netns;
 pub mod packet;
 pub mod poll;
 pub mod topology;

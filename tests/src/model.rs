@@ -853,6 +853,7 @@ mod tests {
         fn trace(&self, flow: &FlowKey) -> Option<Trace> {
             let vip: IpAddr = "198.18.100.1".parse().unwrap();
             (flow.dst == lb_common::types::addr_words(vip) && flow.dport == 80u16.to_be()).then_some(Trace {
+                algorithm: Default::default(),
                 vip_slot: 0,
                 ring_size: 7,
                 ring_generation: 0,

@@ -58,7 +58,10 @@ fn apply_writes_only_what_changed_and_flips_generations() {
     let moved = (0..200).filter(|&i| dp.predict_backend(&flow(i)).unwrap() != before[i as usize]).count();
     let removed = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20));
     let were_on_removed = before.iter().filter(|b| **b == Some(removed)).count();
-    assert!(moved >= were_on_removed && moved < 2 * were_on_removed + 10, "moved {moved}, {were_on_removed} were on it");
+    assert!(
+        moved >= were_on_removed && moved < 2 * were_on_removed + 10,
+        "moved {moved}, {were_on_removed} were on it"
+    );
 
     // Back to the first set: buffer 0 still holds that table, so the flip
     // costs no table write at all.

@@ -61,3 +61,8 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 /// the share a backend gets of new flows, for status and hot-spot checks.
 #[map(name = "BACKEND_FLOWS")]
 pub static BACKEND_FLOWS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Round-robin position per VIP slot, per CPU: no atomics, and each CPU
+/// walks the whole weighted sequence on its own.
+#[map(name = "RR_NEXT")]
+pub static RR_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);

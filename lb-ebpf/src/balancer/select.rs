@@ -1,8 +1,9 @@
-//! Picking a backend for a flow from its VIP's Maglev ring.
+//! Picking a backend for a new flow from its VIP's ring: by hash (Maglev,
+//! source hash) or by position (round-robin).
 
 use lb_common::{BACKEND_F_PRESENT, Backend, NO_BACKEND, RING_LANES, VipMeta, ring_chunk_index};
 
-use super::maps::{BACKENDS, RINGS};
+use super::maps::{BACKENDS, RINGS, RR_NEXT};
 
 /// Backend id at ring entry `hash % ring_size` of the VIP's live ring.
 #[inline(always)]
@@ -11,7 +12,26 @@ pub fn ring_pick(meta: &VipMeta, hash: u32) -> Option<u32> {
     if size == 0 {
         return None;
     }
-    let entry = hash % size;
+    ring_entry(meta, hash % size)
+}
+
+/// Backend id at this CPU's next round-robin entry, which it then advances.
+#[inline(always)]
+pub fn round_robin(meta: &VipMeta) -> Option<u32> {
+    let size = meta.ring_size;
+    let next = RR_NEXT.get_ptr_mut(meta.slot)?;
+    if size == 0 {
+        return None;
+    }
+    // SAFETY: this CPU's own element; nothing else writes it meanwhile.
+    let entry = unsafe { *next } % size;
+    unsafe { *next = entry + 1 };
+    ring_entry(meta, entry)
+}
+
+/// Backend id at `entry` (< ring_size) of the VIP's live ring.
+#[inline(always)]
+fn ring_entry(meta: &VipMeta, entry: u32) -> Option<u32> {
     let chunk = RINGS.get(ring_chunk_index(meta.slot, meta.ring_gen & 1, entry))?;
     let id = chunk.lanes[(entry % RING_LANES) as usize];
     if id == NO_BACKEND {

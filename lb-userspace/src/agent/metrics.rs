@@ -138,6 +138,7 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
         "Weight the backend has in the Maglev table now (0 when out of it).",
         per_backend(s, |b| Some(b.effective_weight as f64)),
     );
+    hotspot::render(&mut out, s);
     let states = [(AdminState::Up, "up"), (AdminState::Drain, "drain"), (AdminState::Maint, "maint")];
     let admin = s.vips.iter().flat_map(|v| {
         v.backends.iter().flat_map(move |b| {
@@ -295,5 +296,6 @@ pub async fn serve_listener<C: Control>(listener: TcpListener, control: C, cance
     http::serve(listener, handler, cancel).await;
 }
 
+mod hotspot;
 #[cfg(test)]
 mod tests;

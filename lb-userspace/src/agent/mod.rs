@@ -7,6 +7,7 @@ pub mod api;
 pub mod bgp;
 pub mod capture;
 pub mod health;
+pub mod hotspot;
 pub mod http;
 pub mod metrics;
 pub mod owner;
@@ -43,6 +44,9 @@ pub struct RunOptions {
 /// Runs until SIGINT/SIGTERM. `ready` is called once traffic flows.
 pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
     let mut config = Config::load(&opts.config)?;
+    for w in config.per_instance_warnings() {
+        warn!("{w}");
+    }
     let iface = opts
         .iface
         .clone()
@@ -50,6 +54,7 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
         .context("no interface: set global.interface or pass --iface")?;
     let mode = opts.xdp_mode.unwrap_or(config.global.xdp_mode);
     config.resolve_for(&iface)?;
+    hotspot::warn_if_per_instance(&config);
     let global = config.global.clone();
     let bgp_config = config.bgp.clone();
     // Bound first: a second agent, or a busy port, fails before the data

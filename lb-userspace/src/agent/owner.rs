@@ -131,12 +131,25 @@ pub struct Status {
     pub last_rebuild_ms: f64,
     /// Announcements through BIRD (`None`: no `[bgp]` table).
     pub bgp: Option<super::bgp::BgpStatus>,
+    pub hot_spot: HotSpotStatus,
+}
+
+/// The hot-spot controller's settings and latest weight changes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HotSpotStatus {
+    pub detect: bool,
+    pub correct: bool,
+    pub factor: f64,
+    pub adjustments_total: u64,
+    /// The latest weight changes, oldest first.
+    pub adjustments: Vec<super::hotspot::Adjustment>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct VipStatus {
     pub vip: String,
     pub forwarding: crate::config::Forwarding,
+    pub algorithm: crate::config::Algorithm,
     pub ring_size: u32,
     pub health_check: Option<CheckKind>,
     pub all_down: crate::config::AllDown,
@@ -172,6 +185,8 @@ pub struct BackendStatus {
     pub probe: Option<ProbeStatus>,
     /// The backend's agent check (`None`: the VIP has none).
     pub agent: Option<AgentStatus>,
+    /// Its load against its weighted share (`None`: not measured yet).
+    pub hot_spot: Option<super::hotspot::BackendHotSpot>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -209,6 +224,7 @@ pub struct Owner {
     bgp: Option<super::bgp::Speaker>,
     slowstart: SlowStart,
     agents: AgentMonitor,
+    hotspot: super::hotspot::Controller,
 }
 
 impl Owner {
@@ -230,6 +246,7 @@ impl Owner {
             bgp: None,
             slowstart: SlowStart::default(),
             agents: AgentMonitor::default(),
+            hotspot: Default::default(),
         }
     }
 
@@ -302,9 +319,14 @@ impl Owner {
         cancel: CancellationToken,
     ) -> Dataplane {
         let mut agent_events = self.agents.take_events();
+        let mut hotspot_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(hotspot_at) => {
+                    hotspot_at = tokio::time::Instant::now() + Duration::from_millis(self.config.hot_spot.interval_ms);
+                    self.on_hotspot_tick();
+                }
                 Some(req) = requests.recv() => self.handle(req),
                 Some(ev) = events.recv() => self.on_health(ev),
                 Some(ev) = agent_events.recv() => self.on_agent(ev),
@@ -313,6 +335,21 @@ impl Owner {
             }
         }
         self.dp
+    }
+
+    /// Feeds the hot-spot controller the counters; applies its weight changes.
+    fn on_hotspot_tick(&mut self) {
+        let counters = self.dp.backend_counters().unwrap_or_default().into_iter().map(|(v, a, c)| ((v, a), c));
+        let inputs = super::hotspot::inputs(&self.config, self.applied.as_ref(), &counters.collect());
+        let changes = self.hotspot.tick(&self.config.hot_spot, self.started.elapsed(), unix_ms(), &inputs);
+        for (target, pct) in &changes {
+            self.factors.entry(*target).or_default().hotspot_pct = *pct;
+        }
+        if !changes.is_empty()
+            && let Err(e) = self.sync()
+        {
+            warn!(error = %e, "applying a hot-spot weight change failed");
+        }
     }
 
     fn handle(&mut self, req: Request) {
@@ -350,6 +387,9 @@ impl Owner {
     /// Re-reads the file; an invalid file changes nothing.
     pub fn reload(&mut self) -> Result<String, ApiError> {
         let mut next = Config::load(&self.config_path)?;
+        for w in next.per_instance_warnings() {
+            warn!("{w}");
+        }
         next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
@@ -357,6 +397,7 @@ impl Owner {
         if next.bgp != self.config.bgp {
             warn!("the [bgp] table changed in the file; it takes effect at the next start");
         }
+        super::hotspot::warn_if_per_instance(&next);
         self.replace(next)?;
         Ok(format!("reloaded {} ({} VIPs)", self.config_path.display(), self.config.vips.len()))
     }
@@ -489,7 +530,8 @@ impl Owner {
                     .map(|b| {
                         let health = state::health_of(vip, b, &self.health);
                         let factors = state::factors_of(vip, b, &self.factors);
-                        let (placement, effective_weight) = state::placement(vip, b, health, open, factors);
+                        let scaled = state::scaled(b, state::weight_scale(vip, &self.factors));
+                        let (placement, effective_weight) = state::placement(vip, &scaled, health, open, factors);
                         let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
                         let target = Target { vip: key, backend: b.address };
                         let (probe, agent) = (self.monitor.status(&target), self.agents.status(&target));
@@ -506,12 +548,16 @@ impl Owner {
                             new_flows: c.new_flows,
                             probe,
                             agent,
+                            hot_spot: self
+                                .hotspot
+                                .backend(&self.config.hot_spot, &Target { vip: key, backend: b.address }),
                         }
                     })
                     .collect();
                 VipStatus {
                     vip: vip.to_string(),
                     forwarding: vip.forwarding,
+                    algorithm: vip.algorithm,
                     ring_size: vip.ring_size,
                     health_check: vip.health_check.as_ref().map(|h| h.kind.clone()),
                     all_down: vip.all_down,
@@ -541,6 +587,13 @@ impl Owner {
             table_rebuilds: self.rebuilds,
             last_rebuild_ms: self.last_rebuild.as_secs_f64() * 1e3,
             bgp: self.bgp.as_ref().map(super::bgp::Speaker::status),
+            hot_spot: HotSpotStatus {
+                detect: self.config.hot_spot.detect,
+                correct: self.config.hot_spot.correct,
+                factor: self.config.hot_spot.factor,
+                adjustments_total: self.hotspot.adjustments_total(),
+                adjustments: self.hotspot.adjustments(),
+            },
         }
     }
 }

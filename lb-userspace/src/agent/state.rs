@@ -81,6 +81,9 @@ impl WeightFactors {
 /// health sends every flow to the same backend.
 pub fn per_instance_reasons(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> Vec<String> {
     let mut reasons = Vec::new();
+    if vip.algorithm.per_instance() {
+        reasons.push(format!("{}: new flows are placed from this instance's own state", vip.algorithm));
+    }
     for b in &vip.backends {
         let f = factors.get(&Target { vip: vip.key(), backend: b.address }).copied().unwrap_or_default();
         if f.slowstart_pct != 100 {
@@ -165,6 +168,27 @@ pub fn taking_new_flows(
     out
 }
 
+/// What a VIP's configured weights are multiplied by in the table: 1 while
+/// every factor of its backends is neutral; otherwise enough for its
+/// smallest weight to reach 100 (within `MAX_WEIGHT`), so that a percentage
+/// (slow start, an agent's `N%`, a hot-spot correction) changes the table
+/// even for a weight of 1. Maglev and round-robin use only the ratios of the
+/// weights, so scaling every weight of a VIP alike leaves its table unchanged.
+pub fn weight_scale(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> u32 {
+    let percentages = |f: WeightFactors| [f.agent_pct, f.slowstart_pct, f.hotspot_pct];
+    if vip.backends.iter().all(|b| percentages(factors_of(vip, b, factors)) == [100; 3]) {
+        return 1;
+    }
+    let weights = vip.backends.iter().map(|b| b.weight).filter(|&w| w > 0);
+    let (min, max) = weights.fold((u32::MAX, 1), |(lo, hi), w| (lo.min(w), hi.max(w)));
+    100u32.div_ceil(min.max(1)).min(crate::config::MAX_WEIGHT / max).max(1)
+}
+
+/// A backend with its weight scaled by [`weight_scale`], as placed in the table.
+pub fn scaled(b: &BackendConfig, scale: u32) -> BackendConfig {
+    BackendConfig { weight: b.weight * scale, ..b.clone() }
+}
+
 /// The configuration as the data path must see it.
 pub fn effective(
     config: &Config,
@@ -175,12 +199,13 @@ pub fn effective(
     for vip in &mut out.vips {
         let open = fail_open(vip, health);
         let original = vip.clone();
+        let scale = weight_scale(&original, factors);
         vip.backends = original
             .backends
             .iter()
             .filter_map(|b| {
                 let f = factors_of(&original, b, factors);
-                let (place, weight) = placement(&original, b, health_of(&original, b, health), open, f);
+                let (place, weight) = placement(&original, &scaled(b, scale), health_of(&original, b, health), open, f);
                 (place != Placement::Removed).then(|| BackendConfig { weight, ..b.clone() })
             })
             .collect();

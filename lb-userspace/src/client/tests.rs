@@ -43,6 +43,7 @@ fn status() -> Status {
             recent: Default::default(),
         }),
         agent: None,
+        hot_spot: None,
     };
     Status {
         interface: "eth0".into(),
@@ -52,6 +53,7 @@ fn status() -> Status {
         vips: vec![VipStatus {
             vip: "198.18.100.1:80/tcp".into(),
             forwarding: Forwarding::Ipip,
+            algorithm: Default::default(),
             ring_size: 65537,
             health_check: Some(CheckKind::Http),
             all_down: AllDown::FailOpen,
@@ -85,6 +87,7 @@ fn status() -> Status {
         table_rebuilds: 3,
         last_rebuild_ms: 12.34,
         bgp: None,
+        hot_spot: Default::default(),
     }
 }
 
@@ -262,4 +265,39 @@ fn against_an_agent() {
             socket.display()
         )
     );
+}
+
+#[test]
+fn human_status_hot_spot() {
+    use lb::agent::hotspot::{Adjustment, BackendHotSpot, Ratios};
+    let mut s = status();
+    s.vips[0].backends[0].hot_spot = Some(BackendHotSpot {
+        hot: true,
+        ratios: Ratios { flows: Some(1.1), packets: Some(2.345) },
+        weight_pct: 56,
+        ceiling_pct: 100,
+        adjustments: 2,
+    });
+    s.vips[0].backends[1].hot_spot = Some(BackendHotSpot { weight_pct: 100, ..Default::default() });
+    s.hot_spot.correct = true;
+    s.hot_spot.adjustments_total = 2;
+    s.hot_spot.adjustments = vec![Adjustment {
+        at_unix_ms: 1_000_000,
+        vip: "198.18.100.1:80/tcp".into(),
+        backend: "198.18.0.11".parse().unwrap(),
+        old_pct: 75,
+        new_pct: 56,
+        ratio: Some(2.2),
+        reason: "hot".into(),
+    }];
+    let text = status_text(&StatusView::deserialize(serde_json::to_value(s).unwrap()).unwrap(), 1_000_000 + 12_000);
+    println!("{text}");
+    assert!(text.contains(
+        "  HOT SPOT: 198.18.0.11 takes 1.10x of its weighted share of new flows, 2.35x of packets; hot-spot \
+         correction keeps 56% of 198.18.0.11's weight (this instance only)\n"
+    ));
+    assert!(!text.contains("HOT SPOT: 198.18.0.12"));
+    assert!(text.contains(
+        "hot-spot correction (on): 2 weight changes, latest:\n  12s ago  198.18.100.1:80/tcp  198.18.0.11  75% -> 56%  at 2.20x  (hot)\n"
+    ));
 }

@@ -174,3 +174,44 @@ fn full_tables_are_refused_before_anything_is_applied() {
         .to_string();
     assert_eq!(e, format!("vip.backend: {} backends over all VIPs, at most {MAX_BACKENDS}", MAX_BACKENDS + 1));
 }
+
+#[test]
+fn algorithm_defaults_to_maglev_and_parses() {
+    let c = Config::from_toml_str(GOOD).unwrap();
+    assert_eq!((c.vips[0].algorithm, c.vips[0].per_instance), (Algorithm::Maglev, false));
+    let c = Config::from_toml_str(&GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"source-hash\"\n")).unwrap();
+    assert_eq!(c.vips[0].algorithm, Algorithm::SourceHash);
+    assert_eq!(c.vips[0].algorithm.to_string(), "source-hash");
+    assert_eq!("source-hash".parse::<Algorithm>(), Ok(Algorithm::SourceHash));
+    assert!("random".parse::<Algorithm>().unwrap_err().contains("not an algorithm"));
+    let e = err(&GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"random\"\n"));
+    assert!(e.contains("random") && e.contains("source-hash"), "{e}");
+    for a in [Algorithm::Maglev, Algorithm::SourceHash, Algorithm::RoundRobin] {
+        assert_eq!(Algorithm::from_code(a.code()), a);
+    }
+}
+
+#[test]
+fn per_instance_algorithms_need_an_acknowledgement_with_bgp() {
+    let rr = GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"round-robin\"\n");
+    // Without [bgp]: accepted, with a warning naming the VIP.
+    let c = Config::from_toml_str(&rr).unwrap();
+    assert_eq!(c.vips[0].algorithm, Algorithm::RoundRobin);
+    assert!(c.vips[0].algorithm.per_instance() && !Algorithm::SourceHash.per_instance());
+    let w = c.per_instance_warnings();
+    assert_eq!(w.len(), 1);
+    assert!(w[0].starts_with("198.18.100.1:80/tcp uses round-robin") && w[0].contains("per_instance = true"));
+    // With [bgp]: refused until acknowledged.
+    let e = err(&format!("{rr}\n[bgp]\n"));
+    assert!(e.starts_with("vip[0].per_instance: 198.18.100.1:80/tcp uses round-robin"), "{e}");
+    assert!(e.contains("ECMP") && e.contains("per_instance = true"), "{e}");
+    let acked = rr.replace("algorithm = \"round-robin\"\n", "algorithm = \"round-robin\"\nper_instance = true\n");
+    let c = Config::from_toml_str(&format!("{acked}\n[bgp]\n")).unwrap();
+    assert!(c.vips[0].per_instance && c.per_instance_warnings().is_empty());
+    // The same rule for a VIP added through the API.
+    let with_bgp = Config::from_toml_str(&format!("{GOOD}\n[bgp]\n")).unwrap();
+    let spec: VipSpec =
+        toml::from_str("address = \"198.19.0.1\"\nport = 80\nprotocol = \"tcp\"\nalgorithm = \"round-robin\"").unwrap();
+    let e = with_bgp.with_vip(spec).unwrap_err().to_string();
+    assert!(e.starts_with("vip[2].per_instance:"), "{e}");
+}

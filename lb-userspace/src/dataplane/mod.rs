@@ -16,8 +16,8 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
 };
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, RING_LANES,
-    RingChunk, VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, RING_LANES, RingChunk,
+    VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
     consts::{maps, progs},
     ring_chunk_index,
     types::{addr_words, words_addr},
@@ -26,14 +26,12 @@ use lb_common::{
 mod capture;
 mod pin;
 mod query;
+mod tables;
 
 pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
-use crate::{
-    config::{Config, Forwarding, Mac, NextHop, TooBig, XdpModeSetting},
-    maglev,
-};
+use crate::config::{Config, Forwarding, Mac, NextHop, TooBig, XdpModeSetting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -223,20 +221,20 @@ impl Dataplane {
     ) -> Result<()> {
         let key = vip.key();
         let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
+        let algorithm = vip.algorithm.code();
         let source: Vec<(IpAddr, u32, u32)> =
             vip.backends.iter().map(|b| (b.address, b.weight, ids[&(key, b.address, b.mac)])).collect();
         let existing = self.applied.vips.get(&key).filter(|v| v.meta.ring_size != 0);
-        if existing
-            .is_some_and(|old| old.source == source && old.meta.flags == flags && old.meta.ring_size == vip.ring_size)
-        {
+        if existing.is_some_and(|old| {
+            old.source == source
+                && old.meta.flags == flags
+                && old.meta.algorithm == algorithm
+                && tables::size_unchanged(vip, old.meta.ring_size)
+        }) {
             return Ok(());
         }
-        let candidates: Vec<maglev::Candidate> =
-            vip.backends.iter().map(|b| maglev::Candidate { address: b.address, weight: b.weight }).collect();
-        let ring: Vec<u16> = maglev::build(&candidates, vip.ring_size)
-            .into_iter()
-            .map(|e| e.map_or(NO_BACKEND, |i| source[i].2 as u16))
-            .collect();
+        let ring = tables::build(vip, &source);
+        let ring_size = ring.len() as u32;
         let slot = match self.applied.vips.get(&key) {
             Some(v) => v.meta.slot,
             None => self.reserve_vip_slot(key)?,
@@ -245,7 +243,8 @@ impl Dataplane {
         let is_new = state.meta.ring_size == 0;
         if !is_new {
             let live = state.meta.ring_gen as usize;
-            if state.rings[live] == ring && state.meta.flags == flags && state.meta.ring_size == vip.ring_size {
+            let m = &state.meta;
+            if state.rings[live] == ring && m.flags == flags && m.algorithm == algorithm && m.ring_size == ring_size {
                 state.source = source;
                 self.applied.vips.insert(key, state);
                 return Ok(());
@@ -254,7 +253,7 @@ impl Dataplane {
         let generation = if is_new { 0 } else { 1 - state.meta.ring_gen };
         report.ring_chunks_written += self.write_ring(slot, generation, &ring, &state.rings[generation as usize])?;
         state.rings[generation as usize] = ring;
-        state.meta = VipMeta { slot, ring_size: vip.ring_size, ring_gen: generation, flags };
+        state.meta = VipMeta { slot, ring_size, ring_gen: generation, flags, algorithm };
         state.source = source;
         // The single update that makes the new ring live.
         hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?
@@ -273,7 +272,7 @@ impl Dataplane {
     /// Gives a VIP a slot; its map entry is written once its ring is.
     fn reserve_vip_slot(&mut self, key: VipKey) -> Result<u32> {
         let slot = self.free_vip_slot()?;
-        let meta = VipMeta { slot, ring_size: 0, ring_gen: 0, flags: 0 };
+        let meta = VipMeta { slot, ring_size: 0, ring_gen: 0, flags: 0, algorithm: 0 };
         self.applied.vips.insert(key, AppliedVip { meta, rings: [Vec::new(), Vec::new()], source: Vec::new() });
         Ok(slot)
     }

@@ -60,7 +60,7 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 14] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 15] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
@@ -72,6 +72,7 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 14] = [
     (maps::BACKEND_STATS, 4, size_of::<Counters>(), MAX_BACKENDS),
     (maps::BACKEND_FLOWS, 4, size_of::<u64>(), MAX_BACKENDS),
     (maps::FLOW_GUARD, 4, size_of::<lb_common::FlowGuard>(), 1),
+    (maps::RR_NEXT, 4, size_of::<u32>(), MAX_VIPS),
     // Pinned so `lb capture` reads the records itself; a ring buffer has no
     // key or value, its size is its max entries.
     (maps::CAPTURE, 0, 0, CAPTURE_RING_BYTES),

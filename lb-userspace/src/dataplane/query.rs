@@ -5,24 +5,32 @@ use std::net::IpAddr;
 use aya::maps::{MapData, MapError, PerCpuArray};
 use lb_common::{
     BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk, VipKey, VipMeta,
-    consts::maps, hash::flow_hash, ring_chunk_index, stats, types::words_addr,
+    consts::maps,
+    hash::{flow_hash, source_hash},
+    ring_chunk_index, stats,
+    types::words_addr,
 };
 
 use super::{Dataplane, DataplaneError, Result, map_err};
+use crate::config::Algorithm;
 
 /// `Dataplane::trace`: how the program decides for one 5-tuple (also what
 /// `lb trace` reads back from the API).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
+    /// How the VIP picks a new flow's backend.
+    #[serde(default)]
+    pub algorithm: Algorithm,
     pub vip_slot: u32,
     pub ring_size: u32,
     /// Which of the VIP's two ring buffers is live.
     pub ring_generation: u32,
-    /// `flow_hash` of the 5-tuple.
+    /// `flow_hash` of the 5-tuple (`source_hash` for source-hash).
     pub hash: u32,
     /// `hash % ring_size`: the ring entry a new flow takes.
     pub entry: u32,
-    /// The backend at that entry (a SYN, or a flow not in the table, goes there).
+    /// The backend at that entry (a SYN, or a flow not in the table, goes
+    /// there); always `None` for a per-instance algorithm (no prediction).
     pub ring_backend: Option<IpAddr>,
     /// The backend of the flow's connection-table entry: established
     /// packets of the flow go there.
@@ -58,14 +66,20 @@ impl Dataplane {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(map_err(maps::VIPS)(e)),
         };
-        let hash = flow_hash(flow);
+        let algorithm = Algorithm::from_code(meta.algorithm);
+        let hash = if algorithm == Algorithm::SourceHash { source_hash(flow) } else { flow_hash(flow) };
         let entry = hash.checked_rem(meta.ring_size).unwrap_or(0);
         let rings = self.array_ro::<RingChunk>(maps::RINGS)?;
         let chunk =
             rings.get(&ring_chunk_index(meta.slot, meta.ring_gen & 1, entry), 0).map_err(map_err(maps::RINGS))?;
         let id = chunk.lanes[(entry % RING_LANES) as usize];
-        let ring_backend =
-            if id == NO_BACKEND || meta.ring_size == 0 { None } else { self.present_backend(id as u32, None)? };
+        // Round-robin and least-connections pick from this instance's live
+        // state (per-CPU positions, active counts): no prediction.
+        let ring_backend = if id == NO_BACKEND || meta.ring_size == 0 || algorithm.per_instance() {
+            None
+        } else {
+            self.present_backend(id as u32, None)?
+        };
         let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
         let (conntrack_backend, conntrack_stale) = match table.get(flow, 0) {
             Ok(e) => match self.present_backend(e.backend, Some(e.epoch))? {
@@ -76,6 +90,7 @@ impl Dataplane {
             Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
         };
         Ok(Some(Trace {
+            algorithm,
             vip_slot: meta.slot,
             ring_size: meta.ring_size,
             ring_generation: meta.ring_gen,

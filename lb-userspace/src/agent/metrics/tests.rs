@@ -20,6 +20,7 @@ fn status() -> Status {
         new_flows: 4,
         probe,
         agent: None,
+        hot_spot: None,
     };
     let probe = ProbeStatus {
         health: Health::Down,
@@ -43,6 +44,7 @@ fn status() -> Status {
             VipStatus {
                 vip: "198.18.100.1:80/tcp".into(),
                 forwarding: Forwarding::Ipip,
+                algorithm: Default::default(),
                 ring_size: 65537,
                 health_check: None,
                 all_down: AllDown::FailOpen,
@@ -61,6 +63,7 @@ fn status() -> Status {
                 // Not a real VIP name: exercises label escaping.
                 vip: "odd\"vip\\\n".into(),
                 forwarding: Forwarding::L2dsr,
+                algorithm: Default::default(),
                 ring_size: 13,
                 health_check: None,
                 all_down: AllDown::Drop,
@@ -90,6 +93,7 @@ fn status() -> Status {
         table_rebuilds: 3,
         last_rebuild_ms: 12.5,
         bgp: None,
+        hot_spot: Default::default(),
     }
 }
 
@@ -275,4 +279,30 @@ async fn serves_over_tcp() {
     assert!(st == 200 && page.contains("/v1/status"), "the status page: {st}");
     cancel.cancel();
     server.await.unwrap();
+}
+
+#[test]
+fn hot_spot_lines() {
+    let mut s = status();
+    s.vips[0].backends[0].hot_spot = Some(crate::agent::hotspot::BackendHotSpot {
+        hot: true,
+        ratios: crate::agent::hotspot::Ratios { flows: Some(1.5), packets: None },
+        weight_pct: 75,
+        ceiling_pct: 100,
+        adjustments: 3,
+    });
+    s.hot_spot.adjustments_total = 4;
+    let text = render(&s, 0.0);
+    for line in [
+        r#"lb_backend_hot_spot{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 1"#,
+        r#"lb_backend_load_ratio{vip="198.18.100.1:80/tcp",backend="198.18.0.11",measure="flows"} 1.5"#,
+        r#"lb_backend_hot_spot_weight_pct{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 75"#,
+        r#"lb_backend_hot_spot_adjustments_total{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 3"#,
+        "lb_hot_spot_adjustments_total 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // Unmeasured backends and measures get no sample.
+    assert_eq!(text.lines().filter(|l| l.starts_with("lb_backend_hot_spot{")).count(), 1);
+    assert!(!text.contains("measure=\"packets\""));
 }

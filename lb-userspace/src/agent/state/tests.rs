@@ -117,7 +117,11 @@ fn agent_drain_maint_down_and_weight_overlay_placement() {
     let no_health = HashMap::new();
     let b = "198.18.0.11";
     let eff = |f| weights(&effective(&cfg, &no_health, &f));
-    assert_eq!(eff(agent(&cfg, b, AgentAdmin::Ready, false, 50))[0], (addr(b), 2), "3 * 50% rounded up");
+    // Weights 3 and 1 (the default): a factor scales the VIP's weights by 100
+    // first, so that a percentage works for weight 1 too.
+    let half = eff(agent(&cfg, b, AgentAdmin::Ready, false, 50));
+    assert_eq!(half[0], (addr(b), 150), "3 * 100 * 50%");
+    assert!(half[1..].iter().all(|&(_, w)| w == 100), "{half:?}");
     assert_eq!(eff(agent(&cfg, b, AgentAdmin::Drain, false, 50))[0], (addr(b), 0), "drained: kept, no new flows");
     assert!(!eff(agent(&cfg, b, AgentAdmin::Maint, false, 100)).iter().any(|(a, _)| *a == addr(b)), "maint: removed");
     assert!(!eff(agent(&cfg, b, AgentAdmin::Ready, true, 100)).iter().any(|(a, _)| *a == addr(b)), "down: removed");

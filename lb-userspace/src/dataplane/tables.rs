@@ -1,0 +1,52 @@
+//! What a VIP's ring buffer holds, by algorithm: a Maglev table for
+//! maglev and source-hash (the kernel indexes it with a hash), one period of
+//! the smooth weighted round-robin sequence for round-robin (the kernel walks
+//! it). Backends are taken in address order, so every instance given the
+//! same backend set writes the same ring.
+
+use std::net::IpAddr;
+
+use lb_common::NO_BACKEND;
+
+use crate::{
+    config::{Algorithm, Vip},
+    maglev, swrr,
+};
+
+/// The ring of `vip`; `source` is (address, weight, backend id) per backend,
+/// in the VIP's order. Its length is the VIP's `ring_size` in the map.
+pub(super) fn build(vip: &Vip, source: &[(IpAddr, u32, u32)]) -> Vec<u16> {
+    match vip.algorithm {
+        Algorithm::Maglev | Algorithm::SourceHash => {
+            let candidates: Vec<maglev::Candidate> =
+                source.iter().map(|&(address, weight, _)| maglev::Candidate { address, weight }).collect();
+            maglev::build(&candidates, vip.ring_size)
+                .into_iter()
+                .map(|e| e.map_or(NO_BACKEND, |i| source[i].2 as u16))
+                .collect()
+        }
+        Algorithm::RoundRobin => {
+            let order = by_address(source);
+            let weights: Vec<u32> = order.iter().map(|&i| source[i].1).collect();
+            let ring: Vec<u16> = swrr::sequence(&weights).into_iter().map(|k| source[order[k]].2 as u16).collect();
+            if ring.is_empty() { vec![NO_BACKEND] } else { ring }
+        }
+    }
+}
+
+/// Indices of `source` in address order.
+fn by_address(source: &[(IpAddr, u32, u32)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..source.len()).collect();
+    order.sort_by_key(|&i| source[i].0);
+    order
+}
+
+/// Whether a ring of `applied_size` entries still has the size `vip` asks
+/// for (the same backend input then gives the same ring).
+pub(super) fn size_unchanged(vip: &Vip, applied_size: u32) -> bool {
+    match vip.algorithm {
+        Algorithm::Maglev | Algorithm::SourceHash => applied_size == vip.ring_size,
+        // Sized by the weights alone: the same source gives the same ring.
+        Algorithm::RoundRobin => true,
+    }
+}
