@@ -33,6 +33,14 @@ const RING: u32 = 251;
 /// Health-check port; backend3 serves none, so it goes down.
 const HC_PORT: u16 = 8080;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Agent-check port of the IPv6 VIP: no backend listens there, so every
+/// exchange fails (and changes nothing) and status shows the error.
+const AGENT_PORT: u16 = 9777;
+/// Hot-spot detection and correction with short windows, so that the UDP
+/// VIP's hot spot (see `Background`) is corrected once within a second or
+/// two of traffic; the long cool-down keeps it at one step for the test.
+const HOT_SPOT: &str = "[hot_spot]\ninterval_ms = 100\nwindow_ms = 1000\nduration_ms = 300\nmin_flows = 20\n\
+                        min_packets = 0\ncorrect = true\ncooldown_ms = 600000\n";
 
 /// The agent's world, shared by the tests of this file.
 struct World {
@@ -112,13 +120,18 @@ impl World {
                 HealthMode::Healthy,
             )?);
         }
-        let check =
-            format!("{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }}");
+        let check = format!(
+            "{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, downinter_ms = 400, timeout_ms = 200, rise = 2, fall = 2 }}"
+        );
         let tcp = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&check);
         let udp = VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING);
-        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr).ring_size(RING);
+        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr)
+            .ring_size(RING)
+            .key(&format!("agent_check = {{ port = {AGENT_PORT}, interval_ms = 200, timeout_ms = 100 }}"));
         let mut w = World { _health: health, topo, notify, notify_path, tcp, udp, v6 };
-        let config = w.topo.write_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]);
+        let text = format!("{}\n{HOT_SPOT}", w.topo.render_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]));
+        let config = w.topo.dir().join("lb-observe.toml");
+        std::fs::write(&config, text)?;
         w.topo.start_lb(&config)?;
         // backend3 answers no health check: wait until the agent sees it down.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -281,6 +294,22 @@ fn top_once_shows_every_vip_and_backend() {
     let row = out.lines().find(|l| l.trim_start().starts_with("198.18.0.13") && l.contains("1/0")).unwrap();
     assert!(row.contains("down"), "{row}");
     assert!(out.contains("198.18.0.13 down"), "{out}");
+    // It is probed at the `downinter` pace; the IPv6 VIP's agent checks find no agent.
+    assert!(row.contains("(downinter 400ms)"), "{row}");
+    for b in vip(&status, &w.v6.id())["backends"].as_array().unwrap() {
+        let addr = b["address"].as_str().unwrap();
+        let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{addr} "))).unwrap();
+        assert!(line.contains("; agent: "), "{line}");
+    }
+    // A weight that a factor changed is marked, and why is said under the table.
+    for v in status["vips"].as_array().unwrap() {
+        for b in v["backends"].as_array().unwrap() {
+            let (addr, w) = (b["address"].as_str().unwrap(), format!("{}/{}", b["weight"], b["effective_weight"]));
+            let marked = out.contains(&format!("* {addr}: "));
+            assert_eq!(marked, !factor_text(&b["factors"]).is_empty(), "{addr}: {}\n{out}", b["factors"]);
+            assert!(out.contains(&format!("{w}{}", if marked { "*" } else { "" })), "{addr}: {w}\n{out}");
+        }
+    }
 }
 
 #[test]
@@ -443,6 +472,13 @@ fn status_page_in_chromium_matches_the_api() {
     let profile = w.topo.dir().join("chromium");
     let traffic = Background::start(w);
     std::thread::sleep(Duration::from_millis(1500));
+    // The hot-spot controller lowers backend1's weight in the UDP VIP: a
+    // factor that is not neutral, and a per-instance reason.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backend(&w.status().unwrap(), &w.udp.id(), "198.18.0.11")["factors"]["hotspot_pct"] == 100 {
+        assert!(Instant::now() < deadline, "no hot-spot correction: {:#}\n{}", w.status().unwrap(), w.topo.lb_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let before = w.status().unwrap();
     let (dom, took) = chromium(&ns, &profile, &["--virtual-time-budget=6000", "--dump-dom"]);
@@ -453,7 +489,7 @@ fn status_page_in_chromium_matches_the_api() {
     let (_, shot_took) = chromium(
         &ns,
         &profile,
-        &["--virtual-time-budget=6000", "--window-size=1200,900", "--hide-scrollbars", &shot_arg],
+        &["--virtual-time-budget=6000", "--window-size=1400,1000", "--hide-scrollbars", &shot_arg],
     );
     traffic.stop();
     println!("status page: DOM dump in {took:.1?}, screenshot in {shot_took:.1?}: {}", shot.display());
@@ -485,7 +521,94 @@ fn status_page_in_chromium_matches_the_api() {
     let hot = |a: &str| row_attr(&dom, &w.udp.id(), a, "data-hot").unwrap();
     assert_eq!((hot("198.18.0.11").as_str(), hot("198.18.0.12").as_str()), ("1", "0"), "the hot spot");
     assert!(dom.contains("drop_") || dom.contains("no drops"));
+    check_page_against_the_api(&dom, &before, &after);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
+}
+
+/// What the page shows of a backend's weight factors (`data-factors`).
+fn factor_text(f: &Value) -> String {
+    let mut out = Vec::new();
+    for (key, label) in [("slowstart_pct", "slow start"), ("agent_pct", "agent"), ("hotspot_pct", "hot spot")] {
+        if f[key] != 100 {
+            out.push(format!("{label} {}%", f[key]));
+        }
+    }
+    if f["agent_admin"] != "ready" {
+        out.push(format!("agent {}", f["agent_admin"].as_str().unwrap()));
+    }
+    if f["agent_down"] == true {
+        out.push("agent down".into());
+    }
+    out.join(", ")
+}
+
+/// The page's per-instance warnings, weights and their factors, probe pace,
+/// agent check, hot spots and hot-spot weight changes against the API
+/// (`before` and `after` the page was loaded: what may move between them
+/// must be within them, what did not move must be equal).
+fn check_page_against_the_api(dom: &str, before: &Value, after: &Value) {
+    let mut factors_shown = 0;
+    for v in after["vips"].as_array().unwrap() {
+        let id = v["vip"].as_str().unwrap();
+        let reasons = v["per_instance"].as_array().unwrap();
+        let warning = format!("class=\"per-instance\" data-vip=\"{id}\" data-reasons=\"");
+        if reasons.is_empty() && vip(before, id)["per_instance"].as_array().unwrap().is_empty() {
+            assert!(!dom.contains(&warning), "{id}: a per-instance warning with no reason");
+        } else {
+            let at = dom.find(&warning).unwrap_or_else(|| panic!("{id}: no per-instance warning for {reasons:?}"));
+            let shown: usize = dom[at + warning.len()..].split('"').next().unwrap().parse().unwrap();
+            assert_eq!(shown, reasons.len(), "{id}: reasons {reasons:?}");
+            for r in reasons {
+                assert!(
+                    dom.contains(&format!("<li class=\"reason\">{}</li>", r.as_str().unwrap())),
+                    "{id}: {r} not shown"
+                );
+            }
+        }
+        let algorithm = format!(
+            "class=\"dim algorithm\">{}, {}, ring {RING}<",
+            v["algorithm"].as_str().unwrap(),
+            v["forwarding"].as_str().unwrap()
+        );
+        assert!(dom.contains(&algorithm), "{id}: no `{algorithm}`");
+        for b in v["backends"].as_array().unwrap() {
+            let addr = b["address"].as_str().unwrap();
+            let b0 = backend(before, id, addr);
+            let attr = |name: &str| row_attr(dom, id, addr, name).unwrap_or_else(|| panic!("{id} {addr}: no {name}"));
+            let eff: u64 = attr("data-effective-weight").parse().unwrap();
+            let (x, y) = (b0["effective_weight"].as_u64().unwrap(), b["effective_weight"].as_u64().unwrap());
+            assert!((x.min(y)..=x.max(y)).contains(&eff), "{id} {addr}: effective weight {eff}, the API {x} and {y}");
+            if b0["factors"] == b["factors"] {
+                assert_eq!(attr("data-factors"), factor_text(&b["factors"]), "{id} {addr}");
+                factors_shown += usize::from(!factor_text(&b["factors"]).is_empty());
+            }
+            if b0["probe"]["pace"] == b["probe"]["pace"] {
+                assert_eq!(attr("data-pace"), b["probe"]["pace"].as_str().unwrap_or(""), "{id} {addr}");
+            }
+            if b["agent"].is_object() && b["agent"]["last_reply"].is_null() && b0["agent"]["last_error"].is_string() {
+                assert_eq!(attr("data-agent"), "error", "{id} {addr}: {}", b["agent"]);
+            }
+            let spot = attr("data-hot-spot");
+            let flags = [&b0["hot_spot"]["hot"], &b["hot_spot"]["hot"]].map(|h| if *h == true { "1" } else { "0" });
+            assert!(flags.contains(&spot.as_str()), "{id} {addr}: hot spot {spot}, the API {flags:?}");
+        }
+    }
+    assert!(factors_shown >= 1, "no backend showed a weight factor");
+    // The corrected hot spot: its load ratio, and the weight change that the
+    // controller made (the last of the VIP's, as the API has it).
+    let udp = "198.18.100.1:5353/udp";
+    let ratio: f64 = row_attr(dom, udp, "198.18.0.11", "data-ratio").unwrap().parse().unwrap();
+    assert!(ratio > 1.0, "backend1's load ratio {ratio}");
+    let last = after["hot_spot"]["adjustments"].as_array().unwrap().iter().rfind(|a| a["vip"] == udp).unwrap();
+    let shown = format!(
+        "class=\"adjustment\" data-backend=\"{}\" data-new-pct=\"{}\"",
+        last["backend"].as_str().unwrap(),
+        last["new_pct"]
+    );
+    assert!(dom.contains(&shown), "no `{shown}`");
+    // backend3 fails its checks: probed at the `downinter` pace.
+    assert!(dom.contains("downinter 400 ms"), "no probe pace shown");
+    assert!(dom.contains("correction on (factor 2)"), "no hot-spot settings shown");
 }
 
 fn capture(w: &World, name: &str, args: &[&str], during: impl FnOnce()) -> (Vec<Vec<u8>>, String, PathBuf) {
