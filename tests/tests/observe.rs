@@ -303,7 +303,7 @@ fn top_once_shows_every_vip_and_backend() {
     for b in vip(&status, &w.v6.id())["backends"].as_array().unwrap() {
         let addr = b["address"].as_str().unwrap();
         let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{addr} "))).unwrap();
-        assert!(line.contains("; agent: "), "{line}");
+        assert!(line.contains("  agent: connect: "), "{line}");
     }
     // A weight that a factor changed is marked, and why is said under the table.
     for v in status["vips"].as_array().unwrap() {

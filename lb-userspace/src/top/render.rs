@@ -247,6 +247,7 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
 /// agent check's last word.
 fn probe_cell(b: &Backend) -> String {
     let mut cell = match &b.probe {
+        None if b.agent.is_some() => String::new(),
         None => "-".to_string(),
         Some(p) => match p.pace.as_deref() {
             Some(pace) if pace != "interval" => format!("{} ({pace} {}ms)", p.last_result, p.interval_ms),
@@ -255,7 +256,8 @@ fn probe_cell(b: &Backend) -> String {
     };
     if let Some(a) = &b.agent {
         let said = a.last_effect.as_deref().or(a.last_error.as_deref()).unwrap_or("no reply yet");
-        let _ = write!(cell, "; agent: {said}");
+        let sep = if cell.is_empty() { "" } else { "; " };
+        let _ = write!(cell, "{sep}agent: {said}");
     }
     cell
 }
@@ -344,6 +346,12 @@ mod tests {
         }
         // Neutral factors: no marker; not measured: no ratio; no count: `-`.
         assert!(row("198.18.0.12").contains(" 1/1 "), "{f}");
+        // No health check, only the agent's word.
+        let mut h = History::default();
+        let mut s = newer_snapshot();
+        s.vips[0].backends[0].probe = None;
+        h.push(1_000, s);
+        assert!(render(&h, Style(false), 1.0).contains("2.41x HOT SPOT  agent: weight 50%\n"));
         for want in [
             "198.18.100.1:80/tcp  source-hash  ipip",
             "PER INSTANCE: hot-spot correction of 198.18.0.11 (75% of its weight)",
