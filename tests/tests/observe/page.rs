@@ -79,6 +79,10 @@ pub fn check_page_against_the_api(dom: &str, before: &Value, after: &Value) {
     let udp = "198.18.100.1:5353/udp";
     let ratio: f64 = row_attr(dom, udp, "198.18.0.11", "data-ratio").unwrap().parse().unwrap();
     assert!(ratio > 1.0, "backend1's load ratio {ratio}");
+    let hot = |s: &Value| backend(s, udp, "198.18.0.11")["hot_spot"]["hot"] == true;
+    if hot(before) && hot(after) {
+        assert!(dom.contains(">HOT SPOT "), "no HOT SPOT badge");
+    }
     let last = after["hot_spot"]["adjustments"].as_array().unwrap().iter().rfind(|a| a["vip"] == udp).unwrap();
     let shown = format!(
         "class=\"adjustment\" data-backend=\"{}\" data-new-pct=\"{}\"",
@@ -88,5 +92,5 @@ pub fn check_page_against_the_api(dom: &str, before: &Value, after: &Value) {
     assert!(dom.contains(&shown), "no `{shown}`");
     // backend3 fails its checks: probed at the `downinter` pace.
     assert!(dom.contains("downinter 400 ms"), "no probe pace shown");
-    assert!(dom.contains("correction on (factor 2)"), "no hot-spot settings shown");
+    assert!(dom.contains("correction on (factor 1.5)"), "no hot-spot settings shown");
 }
