@@ -29,10 +29,24 @@ use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VIP_V6, 
 use lb_tests::traffic::{HealthMode, HealthServer, TcpLoad, open_keepalive, tcp_client};
 use serde_json::Value;
 
+#[path = "observe/page.rs"]
+mod page;
+use page::{check_page_against_the_api, factor_text};
+
 const RING: u32 = 251;
 /// Health-check port; backend3 serves none, so it goes down.
 const HC_PORT: u16 = 8080;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Agent-check port of the IPv6 VIP: no backend listens there, so every
+/// exchange fails (and changes nothing) and status shows the error.
+const AGENT_PORT: u16 = 9777;
+/// Hot-spot detection and correction with short windows, so that the UDP
+/// VIP's hot spot (see `Background`) is corrected once within a second or
+/// two of traffic; the long cool-down keeps it at one step for the test.
+/// At `factor = 1.5` it stays flagged after that step (about 1.9 times its
+/// share: the test's flows were picked for the uncorrected table).
+const HOT_SPOT: &str = "[hot_spot]\nfactor = 1.5\ninterval_ms = 100\nwindow_ms = 1000\nduration_ms = 300\n\
+                        min_flows = 20\nmin_packets = 0\ncorrect = true\ncooldown_ms = 600000\n";
 
 /// The agent's world, shared by the tests of this file.
 struct World {
@@ -112,13 +126,18 @@ impl World {
                 HealthMode::Healthy,
             )?);
         }
-        let check =
-            format!("{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, timeout_ms = 200, rise = 2, fall = 2 }}");
+        let check = format!(
+            "{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, downinter_ms = 400, timeout_ms = 200, rise = 2, fall = 2 }}"
+        );
         let tcp = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&check);
         let udp = VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING);
-        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr).ring_size(RING);
+        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr)
+            .ring_size(RING)
+            .key(&format!("agent_check = {{ port = {AGENT_PORT}, interval_ms = 200, timeout_ms = 100 }}"));
         let mut w = World { _health: health, topo, notify, notify_path, tcp, udp, v6 };
-        let config = w.topo.write_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]);
+        let text = format!("{}\n{HOT_SPOT}", w.topo.render_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]));
+        let config = w.topo.dir().join("lb-observe.toml");
+        std::fs::write(&config, text)?;
         w.topo.start_lb(&config)?;
         // backend3 answers no health check: wait until the agent sees it down.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -227,7 +246,7 @@ fn trace_says_where_flows_go_and_why() {
     let port = 41_000 + (std::process::id() % 1000) as u16;
     let src = format!("{CLIENT}:{port}");
     let out = w.cli_ok(&["trace", &src, &w.udp.target().to_string(), "udp"]);
-    let predicted = arrow_target(&out, "new flow:");
+    let predicted = arrow_target(&out, "new flow: maglev hash");
     let flow = FlowKey::new(CLIENT.into(), port, VIP_V4.into(), 5353, IPPROTO_UDP);
     let entry = flow_hash(&flow) % RING;
     assert!(out.contains(&format!("ring entry {entry} of {RING}")), "{out}");
@@ -281,6 +300,25 @@ fn top_once_shows_every_vip_and_backend() {
     let row = out.lines().find(|l| l.trim_start().starts_with("198.18.0.13") && l.contains("1/0")).unwrap();
     assert!(row.contains("down"), "{row}");
     assert!(out.contains("198.18.0.13 down"), "{out}");
+    // It is probed at the `downinter` pace; the IPv6 VIP's agent checks find no agent.
+    assert!(row.contains("(downinter 400ms)"), "{row}");
+    for b in vip(&status, &w.v6.id())["backends"].as_array().unwrap() {
+        let addr = b["address"].as_str().unwrap();
+        let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{addr} "))).unwrap();
+        assert!(line.contains("  agent: connect: "), "{line}");
+    }
+    // A weight that a factor changed is marked, and why is said under the table.
+    for v in status["vips"].as_array().unwrap() {
+        // The VIP's part of the frame: from its heading to the blank line.
+        let id = v["vip"].as_str().unwrap();
+        let out = out.split("\n\n").find(|p| p.starts_with(id)).unwrap_or_else(|| panic!("no {id} in\n{out}"));
+        for b in v["backends"].as_array().unwrap() {
+            let (addr, w) = (b["address"].as_str().unwrap(), format!("{}/{}", b["weight"], b["effective_weight"]));
+            let marked = out.contains(&format!("* {addr}: "));
+            assert_eq!(marked, !factor_text(&b["factors"]).is_empty(), "{addr}: {}\n{out}", b["factors"]);
+            assert!(out.contains(&format!("{w}{}", if marked { "*" } else { "" })), "{addr}: {w}\n{out}");
+        }
+    }
 }
 
 #[test]
@@ -443,6 +481,13 @@ fn status_page_in_chromium_matches_the_api() {
     let profile = w.topo.dir().join("chromium");
     let traffic = Background::start(w);
     std::thread::sleep(Duration::from_millis(1500));
+    // The hot-spot controller lowers backend1's weight in the UDP VIP: a
+    // factor that is not neutral, and a per-instance reason.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backend(&w.status().unwrap(), &w.udp.id(), "198.18.0.11")["factors"]["hotspot_pct"] == 100 {
+        assert!(Instant::now() < deadline, "no hot-spot correction: {:#}\n{}", w.status().unwrap(), w.topo.lb_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let before = w.status().unwrap();
     let (dom, took) = chromium(&ns, &profile, &["--virtual-time-budget=6000", "--dump-dom"]);
@@ -453,7 +498,7 @@ fn status_page_in_chromium_matches_the_api() {
     let (_, shot_took) = chromium(
         &ns,
         &profile,
-        &["--virtual-time-budget=6000", "--window-size=1200,900", "--hide-scrollbars", &shot_arg],
+        &["--virtual-time-budget=6000", "--window-size=1400,1000", "--hide-scrollbars", &shot_arg],
     );
     traffic.stop();
     println!("status page: DOM dump in {took:.1?}, screenshot in {shot_took:.1?}: {}", shot.display());
@@ -485,6 +530,7 @@ fn status_page_in_chromium_matches_the_api() {
     let hot = |a: &str| row_attr(&dom, &w.udp.id(), a, "data-hot").unwrap();
     assert_eq!((hot("198.18.0.11").as_str(), hot("198.18.0.12").as_str()), ("1", "0"), "the hot spot");
     assert!(dom.contains("drop_") || dom.contains("no drops"));
+    check_page_against_the_api(&dom, &before, &after);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
 }
 

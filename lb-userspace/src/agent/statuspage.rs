@@ -1,7 +1,8 @@
 //! `GET /` on the metrics listener: one self-contained HTML page (inline CSS
 //! and JavaScript, no external assets) that polls `/v1/status` every second
 //! and draws every VIP and backend with live rates, new-flow shares and hot
-//! spots. The page computes rates itself from successive samples, using the
+//! spots, the reasons a VIP's choices are this instance's own, what changed
+//! each weight, the probe pace and the agent check's word. The page computes rates itself from successive samples, using the
 //! agent's `sampled_unix_ms`, so the agent keeps no history for it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
