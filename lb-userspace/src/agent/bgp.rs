@@ -144,10 +144,14 @@ pub struct Speaker {
 impl Speaker {
     /// Starts the task; it announces nothing until the first [`Speaker::ready`].
     pub fn start(cfg: BgpConfig) -> Speaker {
+        let drained = cfg.drain_file.exists();
+        if drained {
+            warn!(drain_file = %cfg.drain_file.display(), "starting drained (lb undrain-node announces again)");
+        }
         let status = Arc::new(Mutex::new(BgpStatus {
             bird_socket: cfg.bird_socket.display().to_string(),
             config_file: cfg.config_file.display().to_string(),
-            drained: false,
+            drained,
             stopping: false,
             ready: Vec::new(),
             announced: Vec::new(),
@@ -158,7 +162,7 @@ impl Speaker {
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         let grace = Duration::from_millis(cfg.withdraw_grace_ms);
-        tokio::spawn(Task { cfg, status: status.clone(), rx }.run());
+        tokio::spawn(Task { cfg, status: status.clone(), rx }.run(drained));
         Speaker { tx, status, grace }
     }
 
@@ -208,9 +212,11 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self) {
+    async fn run(mut self, mut drained: bool) {
         let mut ready: Option<BTreeSet<IpAddr>> = None;
-        let (mut drained, mut stopping) = (false, false);
+        let mut stopping = false;
+        // A drain marker that could not be written: reported with the answer.
+        let mut marker_error: Option<String> = None;
         // What BIRD last accepted; `None` until the first update, so a
         // restarted agent rewrites whatever an earlier one left.
         let mut applied: Option<BTreeSet<IpAddr>> = None;
@@ -235,6 +241,7 @@ impl Task {
                     Msg::Ready(set) => ready = Some(set),
                     Msg::Drain(d, reply) => {
                         drained = d;
+                        marker_error = set_marker(&self.cfg.drain_file, d).err();
                         waiting.push(reply);
                     }
                     Msg::Stop(reply) => {
@@ -301,11 +308,32 @@ impl Task {
                     } else {
                         "undrained"
                     };
-                    format!("{state}: {m}")
+                    match &marker_error {
+                        Some(e) => format!("{state}: {m} (but the drain marker was not updated: {e})"),
+                        None => format!("{state}: {m}"),
+                    }
                 }));
             }
         }
     }
+}
+
+/// Creates (`drained`) or removes the drain marker.
+fn set_marker(path: &Path, drained: bool) -> Result<(), String> {
+    let result = if drained {
+        path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            std::fs::write(path, "lb drain-node: this instance announces nothing until lb undrain-node\n")
+        })
+    } else {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    };
+    result.map_err(|e| {
+        warn!(drain_file = %path.display(), error = %e, "updating the drain marker failed");
+        format!("{}: {e}", path.display())
+    })
 }
 
 fn unix_ms() -> u64 {

@@ -31,6 +31,18 @@ pub struct BgpConfig {
     /// Prefix of the generated protocol names: `<protocol>4`, `<protocol>6`.
     pub protocol: String,
     pub withdraw_grace_ms: u64,
+    /// Present while the node is drained (`lb drain-node`), so a restarted
+    /// agent stays drained until `lb undrain-node`.
+    pub drain_file: PathBuf,
+}
+
+/// Default drain marker: beside the include file, so instances with their
+/// own include files keep their own state. Under /run it lasts until a
+/// reboot; point it at /var/lib to keep a drain across reboots too.
+pub fn default_drain_file(config_file: &Path) -> PathBuf {
+    let mut name = config_file.as_os_str().to_owned();
+    name.push(".drained");
+    name.into()
 }
 
 // The table as written.
@@ -41,6 +53,7 @@ pub(super) struct RawBgp {
     config_file: Option<PathBuf>,
     protocol: Option<String>,
     withdraw_grace_ms: Option<u64>,
+    drain_file: Option<PathBuf>,
 }
 
 fn absolute(key: &str, p: &Path) -> Result<(), ConfigError> {
@@ -51,16 +64,22 @@ fn absolute(key: &str, p: &Path) -> Result<(), ConfigError> {
 }
 
 pub(super) fn validate(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
+    let config_file: PathBuf = raw.config_file.unwrap_or_else(|| DEFAULT_CONFIG_FILE.into());
     let bgp = BgpConfig {
         bird_socket: raw.bird_socket.unwrap_or_else(|| DEFAULT_BIRD_SOCKET.into()),
-        config_file: raw.config_file.unwrap_or_else(|| DEFAULT_CONFIG_FILE.into()),
+        drain_file: raw.drain_file.unwrap_or_else(|| default_drain_file(&config_file)),
+        config_file,
         protocol: raw.protocol.unwrap_or_else(|| DEFAULT_PROTOCOL.into()),
         withdraw_grace_ms: raw.withdraw_grace_ms.unwrap_or(DEFAULT_WITHDRAW_GRACE_MS),
     };
     absolute("bird_socket", &bgp.bird_socket)?;
     absolute("config_file", &bgp.config_file)?;
+    absolute("drain_file", &bgp.drain_file)?;
     if bgp.config_file == bgp.bird_socket {
         return Err(invalid("bgp.config_file", "must differ from bgp.bird_socket"));
+    }
+    if bgp.drain_file == bgp.config_file || bgp.drain_file == bgp.bird_socket {
+        return Err(invalid("bgp.drain_file", "must differ from bgp.config_file and bgp.bird_socket"));
     }
     // It becomes a BIRD symbol: letters, digits and underscores, not first a digit.
     let p = &bgp.protocol;
@@ -103,18 +122,23 @@ mod tests {
         assert_eq!(b.bird_socket.to_str(), Some(super::DEFAULT_BIRD_SOCKET));
         assert_eq!(b.config_file.to_str(), Some(super::DEFAULT_CONFIG_FILE));
         assert_eq!((b.protocol.as_str(), b.withdraw_grace_ms), ("lb_vips", 2000));
+        assert_eq!(b.drain_file.to_str(), Some("/run/lb-bird-vips.conf.drained"));
     }
 
     #[test]
     fn every_key() {
         let b = parse(
-            "bird_socket = \"/x/bird.ctl\"\nconfig_file = \"/x/vips.conf\"\nprotocol = \"edge_1\"\nwithdraw_grace_ms = 0\n",
+            "bird_socket = \"/x/bird.ctl\"\nconfig_file = \"/x/vips.conf\"\nprotocol = \"edge_1\"\nwithdraw_grace_ms = 0\n\
+             drain_file = \"/var/lib/lb/drained\"\n",
         )
         .unwrap()
         .bgp
         .unwrap();
         assert_eq!((b.bird_socket.to_str(), b.config_file.to_str()), (Some("/x/bird.ctl"), Some("/x/vips.conf")));
         assert_eq!((b.protocol.as_str(), b.withdraw_grace_ms), ("edge_1", 0));
+        assert_eq!(b.drain_file.to_str(), Some("/var/lib/lb/drained"));
+        let derived = parse("config_file = \"/x/vips.conf\"").unwrap().bgp.unwrap();
+        assert_eq!(derived.drain_file.to_str(), Some("/x/vips.conf.drained"));
     }
 
     #[test]
@@ -125,6 +149,8 @@ mod tests {
         assert_eq!(key_of(parse("protocol = \"1x\"").unwrap_err()), "bgp.protocol");
         assert_eq!(key_of(parse("protocol = \"a-b\"").unwrap_err()), "bgp.protocol");
         assert_eq!(key_of(parse("withdraw_grace_ms = 600001").unwrap_err()), "bgp.withdraw_grace_ms");
+        assert_eq!(key_of(parse("drain_file = \"drained\"").unwrap_err()), "bgp.drain_file");
+        assert_eq!(key_of(parse("drain_file = \"/run/lb-bird-vips.conf\"").unwrap_err()), "bgp.drain_file");
         let unknown = parse("next_hop = \"self\"").unwrap_err().to_string();
         assert!(unknown.contains("next_hop"), "{unknown}");
     }

@@ -91,6 +91,7 @@ impl FakeBird {
             config_file: dir.join("sub").join("vips.conf"),
             protocol: "lb_vips".into(),
             withdraw_grace_ms: 0,
+            drain_file: dir.join("state").join("drained"),
         };
         let bird =
             FakeBird { dir, configures: Arc::default(), answer: Arc::new(Mutex::new((3, "Reconfigured".into()))) };
@@ -204,4 +205,28 @@ async fn no_bird_is_an_error_naming_the_socket() {
     assert!(e.message.contains(&cfg.bird_socket.display().to_string()), "{e}");
     // The file is written anyway: a BIRD that starts later reads it.
     assert!(std::fs::read_to_string(&cfg.config_file).unwrap().contains("198.18.100.1/32"));
+}
+
+#[tokio::test]
+async fn a_drain_outlives_the_agent_until_undrained() {
+    let (bird, cfg) = FakeBird::new("persist");
+    bird.serve(&cfg);
+    let first = Speaker::start(cfg.clone());
+    first.ready(set(&["198.18.100.1"]));
+    wait_for(&first, "announced", |s| s.announced.len() == 1).await;
+    drain(&first, true).await.unwrap();
+    assert!(cfg.drain_file.exists());
+    drop(first);
+
+    // A new agent (a restart) starts drained: it announces nothing even once
+    // the data path is ready.
+    let second = Speaker::start(cfg.clone());
+    assert!(second.status().drained);
+    second.ready(set(&["198.18.100.1"]));
+    wait_for(&second, "first update", |s| s.updates == 1).await;
+    assert!(second.status().announced.is_empty(), "{:?}", second.status());
+    let msg = drain(&second, false).await.unwrap();
+    assert!(msg.starts_with("undrained") && msg.contains("198.18.100.1"), "{msg}");
+    assert!(!cfg.drain_file.exists());
+    assert_eq!(bird.routes(), [1, 0, 0, 1]);
 }
