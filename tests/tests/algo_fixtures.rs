@@ -12,8 +12,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use aya::programs::{TestRun, TestRunOptions};
 use lb::config::Config;
 use lb::dataplane::Dataplane;
-use lb_common::{FlowKey, hash::source_hash};
-use lb_tests::packet::{self, Packet};
+use lb_common::net::{TCP_FLAG_ACK, TCP_FLAG_RST};
+use lb_common::{
+    FlowKey,
+    hash::{flow_hash, source_hash},
+};
+use lb_tests::packet::{self, Packet, TCP_FLAG_FIN};
 
 const XDP_TX: u32 = 3;
 
@@ -50,9 +54,13 @@ fn base_config() -> String {
         vip_toml(81, "maglev", "", &sh),
         vip_toml(82, "round-robin", "", &RR_BACKENDS),
         vip_toml(83, "round-robin", "", &doubled),
+        vip_toml(84, "least-connections", "", &LC_BACKENDS),
     ]
     .join("\n")
 }
+
+/// Least-connections VIP (tcp/84), weighted 2:1:1.
+const LC_BACKENDS: [(&str, u32); 3] = [("198.18.0.81", 2), ("198.18.0.82", 1), ("198.18.0.83", 1)];
 
 /// Keeps the test thread on one CPU: the round-robin position is per CPU.
 fn pin_to_one_cpu() {
@@ -160,4 +168,99 @@ fn round_robin_gives_the_exact_weighted_sequence() {
     }
     let count = |x: IpAddr| got.iter().filter(|&&g| g == x).count();
     assert_eq!((count(a), count(b), count(c)), (150, 75, 75));
+}
+
+/// Active connections of a backend of the VIP on `port`.
+fn active_of(dp: &Dataplane, port: u16, addr: IpAddr) -> u64 {
+    let counters = dp.backend_counters().expect("backend counters");
+    counters.iter().find(|(k, a, _)| k.port == port.to_be() && *a == addr).expect("a configured backend").2.active
+}
+
+/// Active connections of the least-connections backends, in address order.
+fn lc_active(dp: &Dataplane) -> Vec<u64> {
+    LC_BACKENDS.iter().map(|(addr, _)| active_of(dp, 84, addr.parse().unwrap())).collect()
+}
+
+#[test]
+fn a_repeated_maglev_syn_replaces_its_flow_and_counts_once() {
+    let Some(dp) = dataplane("repeated_syn", &base_config()) else { return };
+    let syn = syn(Ipv4Addr::new(198, 19, 9, 2), 5555, 81);
+    let first = forward(&dp, &syn).expect("forwarded");
+    let after_first = active_of(&dp, 81, first);
+    assert_eq!(forward(&dp, &syn), Some(first), "same ring, same backend");
+    assert_eq!(active_of(&dp, 81, first), after_first, "the old flow uncounted, the new one counted");
+    forward(&dp, &Packet::new().ipv4(Ipv4Addr::new(198, 19, 9, 2), VIP).tcp(5555, 81).flags(TCP_FLAG_RST));
+    assert_eq!(active_of(&dp, 81, first), after_first - 1, "RST");
+}
+
+/// What the program must pick: the least active/weight backend, scanning
+/// the address-ordered list from `flow_hash % n`, the first of equals.
+fn lc_predict(active: &[u64], flow: &FlowKey) -> usize {
+    let n = LC_BACKENDS.len();
+    let start = flow_hash(flow) as usize % n;
+    let mut best = start;
+    for k in (0..n).map(|i| (start + i) % n) {
+        if active[k] * (LC_BACKENDS[best].1 as u64) < active[best] * (LC_BACKENDS[k].1 as u64) {
+            best = k;
+        }
+    }
+    best
+}
+
+fn lc_index(addr: IpAddr) -> usize {
+    LC_BACKENDS.iter().position(|(a, _)| a.parse::<IpAddr>().unwrap() == addr).expect("an LC backend")
+}
+
+#[test]
+fn least_connections_picks_the_least_loaded_and_counts_each_flow_once() {
+    let Some(mut dp) = dataplane("least_connections", &base_config()) else { return };
+    let client = Ipv4Addr::new(198, 19, 9, 1);
+    let pkt = |sport: u16| Packet::new().ipv4(client, VIP).tcp(sport, 84);
+    // Start from the truth: the table holds no flow of this VIP yet.
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    assert_eq!(lc_active(&dp), vec![0, 0, 0]);
+    // 40 new flows: each goes where the prediction says and adds one there.
+    let mut flows = Vec::new();
+    for i in 0..40u16 {
+        let before = lc_active(&dp);
+        let sport = 40_000 + i;
+        let syn = pkt(sport).syn();
+        let want = lc_predict(&before, &syn.flow_key());
+        let got = lc_index(forward(&dp, &syn).expect("forwarded"));
+        assert_eq!(got, want, "flow {i} with active {before:?}");
+        let mut after = before.clone();
+        after[got] += 1;
+        assert_eq!(lc_active(&dp), after, "flow {i} counted on its backend");
+        // A retransmitted SYN of the open flow keeps it, counted once.
+        assert_eq!(forward(&dp, &syn).map(lc_index), Some(got), "retransmitted SYN {i}");
+        assert_eq!(lc_active(&dp), after, "retransmitted SYN {i} not counted again");
+        flows.push((sport, got));
+    }
+    // Weighted 2:1:1: the loads per unit of weight end up equal.
+    assert_eq!(lc_active(&dp), vec![20, 10, 10]);
+    // The first FIN takes a flow off; its RST and a second FIN do not again.
+    let (sport, b) = *flows.iter().find(|f| f.1 == 0).expect("a flow on backend 0");
+    let mut expect = lc_active(&dp);
+    assert_eq!(forward(&dp, &pkt(sport).ack()).map(lc_index), Some(b));
+    assert_eq!(lc_active(&dp), expect, "an ACK changes nothing");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_FIN | TCP_FLAG_ACK)).expect("FIN forwarded");
+    expect[b] -= 1;
+    assert_eq!(lc_active(&dp), expect, "FIN");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_RST)).expect("RST forwarded");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_FIN)).expect("FIN forwarded");
+    assert_eq!(lc_active(&dp), expect, "RST and FIN after the first FIN");
+    // Close every flow of backend 0: the next new flows all go there until it catches up.
+    for &(other, _) in flows.iter().filter(|(p, b)| *b == 0 && *p != sport) {
+        forward(&dp, &pkt(other).flags(TCP_FLAG_RST)).expect("RST forwarded");
+    }
+    assert_eq!(lc_active(&dp), vec![0, 10, 10]);
+    for i in 0..20u16 {
+        let got = lc_index(forward(&dp, &pkt(41_000 + i).syn()).expect("forwarded"));
+        assert_eq!(got, 0, "new flow {i} with active {:?}", lc_active(&dp));
+    }
+    // The recount finds the same truth in the connection table.
+    let counted = lc_active(&dp);
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    assert_eq!(lc_active(&dp), counted);
+    assert_eq!(counted, vec![20, 10, 10]);
 }

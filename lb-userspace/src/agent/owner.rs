@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     config::{AdminState, BackendSpec, CheckKind, Config, ConfigError, VipId, VipSpec},
-    dataplane::Dataplane,
+    dataplane::{ActiveReport, Dataplane, IdleTimeouts},
 };
 
 /// A change asked for through the API.
@@ -129,6 +129,20 @@ pub struct Status {
     pub last_rebuild_ms: f64,
     /// Announcements through BIRD (`None`: no `[bgp]` table).
     pub bgp: Option<super::bgp::BgpStatus>,
+    /// The agent's recounts of active connections.
+    pub active_recount: ActiveRecount,
+}
+
+/// `Status::active_recount`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ActiveRecount {
+    pub recounts: u64,
+    /// Connection-table entries the last recount read.
+    pub entries: u64,
+    /// Active flows it found, over all backends.
+    pub active: u64,
+    /// How long it took (the walk and the counter writes).
+    pub took_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,6 +182,8 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// New flows the ring gave it since the data path was loaded.
     pub new_flows: u64,
+    /// Active connections (see README, "Balancing algorithms").
+    pub active_connections: u64,
     pub probe: Option<ProbeStatus>,
 }
 
@@ -204,6 +220,9 @@ pub struct Owner {
     rebuild_seconds: f64,
     last_rebuild: Duration,
     bgp: Option<super::bgp::Speaker>,
+    /// Active-connection recounts done, and the last one.
+    recounts: u64,
+    last_recount: Option<ActiveReport>,
 }
 
 impl Owner {
@@ -223,6 +242,8 @@ impl Owner {
             rebuild_seconds: 0.0,
             last_rebuild: Duration::ZERO,
             bgp: None,
+            recounts: 0,
+            last_recount: None,
         }
     }
 
@@ -287,14 +308,32 @@ impl Owner {
         mut events: mpsc::Receiver<HealthEvent>,
         cancel: CancellationToken,
     ) -> Dataplane {
+        let every = Duration::from_millis(self.config.global.active_reconcile_ms);
+        let mut recount = tokio::time::interval(every);
+        recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(req) = requests.recv() => self.handle(req),
                 Some(ev) = events.recv() => self.on_health(ev),
+                _ = recount.tick() => self.recount_active(),
             }
         }
         self.dp
+    }
+
+    /// Overwrites the active-connection counters with a count of the
+    /// connection table (see `dataplane::active`).
+    fn recount_active(&mut self) {
+        let g = &self.config.global;
+        let idle = IdleTimeouts { tcp_s: g.tcp_idle_timeout_s, udp_s: g.udp_idle_timeout_s };
+        match self.dp.reconcile_active(idle) {
+            Ok(report) => {
+                self.recounts += 1;
+                self.last_recount = Some(report);
+            }
+            Err(e) => warn!(error = %e, "recounting active connections failed"),
+        }
     }
 
     fn handle(&mut self, req: Request) {
@@ -475,6 +514,7 @@ impl Owner {
                             packets: c.packets,
                             bytes: c.bytes,
                             new_flows: c.new_flows,
+                            active_connections: c.active,
                             probe,
                         }
                     })
@@ -512,6 +552,12 @@ impl Owner {
             table_rebuilds: self.rebuilds,
             last_rebuild_ms: self.last_rebuild.as_secs_f64() * 1e3,
             bgp: self.bgp.as_ref().map(super::bgp::Speaker::status),
+            active_recount: ActiveRecount {
+                recounts: self.recounts,
+                entries: self.last_recount.map_or(0, |r| r.entries),
+                active: self.last_recount.map_or(0, |r| r.active),
+                took_ms: self.last_recount.map_or(0.0, |r| r.took.as_secs_f64() * 1e3),
+            },
         }
     }
 }

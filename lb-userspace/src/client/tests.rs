@@ -28,6 +28,7 @@ fn status() -> Status {
         packets: 10,
         bytes: 3 << 20,
         new_flows: 1,
+        active_connections: 2,
         probe: probe.map(|r| ProbeStatus {
             health,
             consecutive_ok: 0,
@@ -81,6 +82,7 @@ fn status() -> Status {
         table_rebuilds: 3,
         last_rebuild_ms: 12.34,
         bgp: None,
+        active_recount: Default::default(),
     }
 }
 
@@ -98,8 +100,10 @@ fn human_status() {
             "\n198.18.100.1:80/tcp  ipip  ring 65537  fingerprint 0011223344556677  1234 packets  check http\n"
         )
     );
-    assert!(text.contains("  BACKEND      STATE  HEALTH  PLACEMENT  WEIGHT  PACKETS  BYTES    LAST PROBE\n"));
-    assert!(text.contains("  198.18.0.12  drain  down    draining   2/0     10       3.0 MiB  connect: refused\n"));
+    assert!(text.contains("  BACKEND      STATE  HEALTH  PLACEMENT  WEIGHT  ACTIVE  PACKETS  BYTES    LAST PROBE\n"));
+    assert!(
+        text.contains("  198.18.0.12  drain  down    draining   2/0     2       10       3.0 MiB  connect: refused\n")
+    );
     assert!(text.contains("drops:\n  drop_no_backend  4\n") && !text.contains("drop_fragment"));
     // The last five transitions, oldest first.
     assert!(

@@ -1,7 +1,8 @@
 //! What a VIP's ring buffer holds, by algorithm: a Maglev table for
 //! maglev and source-hash (the kernel indexes it with a hash), one period of
 //! the smooth weighted round-robin sequence for round-robin (the kernel walks
-//! it). Backends are taken in address order, so every instance given the
+//! it), the backend ids once each for least-connections (the kernel scans
+//! them). Backends are taken in address order, so every instance given the
 //! same backend set writes the same ring.
 
 use std::net::IpAddr;
@@ -31,6 +32,12 @@ pub(super) fn build(vip: &Vip, source: &[(IpAddr, u32, u32)]) -> Vec<u16> {
             let ring: Vec<u16> = swrr::sequence(&weights).into_iter().map(|k| source[order[k]].2 as u16).collect();
             if ring.is_empty() { vec![NO_BACKEND] } else { ring }
         }
+        // The candidates, once each; their weights are in `BACKENDS`.
+        Algorithm::LeastConnections => {
+            let ring: Vec<u16> =
+                by_address(source).into_iter().filter(|&i| source[i].1 > 0).map(|i| source[i].2 as u16).collect();
+            if ring.is_empty() { vec![NO_BACKEND] } else { ring }
+        }
     }
 }
 
@@ -47,6 +54,6 @@ pub(super) fn size_unchanged(vip: &Vip, applied_size: u32) -> bool {
     match vip.algorithm {
         Algorithm::Maglev | Algorithm::SourceHash => applied_size == vip.ring_size,
         // Sized by the weights alone: the same source gives the same ring.
-        Algorithm::RoundRobin => true,
+        Algorithm::RoundRobin | Algorithm::LeastConnections => true,
     }
 }

@@ -28,6 +28,7 @@ impl Control for Fake {
             table_rebuilds: 1,
             last_rebuild_ms: 0.5,
             bgp: None,
+            active_recount: Default::default(),
         })
     }
     async fn metrics(&self) -> Result<String, ApiError> {

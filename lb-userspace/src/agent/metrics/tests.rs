@@ -18,6 +18,7 @@ fn status() -> Status {
         packets: 10,
         bytes: 1500,
         new_flows: 4,
+        active_connections: 3,
         probe,
     };
     let probe = ProbeStatus {
@@ -88,6 +89,7 @@ fn status() -> Status {
         table_rebuilds: 3,
         last_rebuild_ms: 12.5,
         bgp: None,
+        active_recount: Default::default(),
     }
 }
 
