@@ -279,6 +279,8 @@ pub struct VipSpec {
     /// The VIP's `health_check` as a TOML inline table, e.g.
     /// `{ kind = "tcp", port = 8080 }`; `None`: no health check.
     pub health_check: Option<String>,
+    /// The VIP's `algorithm`; `None`: omitted (maglev).
+    pub algorithm: Option<String>,
 }
 
 impl VipSpec {
@@ -292,6 +294,7 @@ impl VipSpec {
             backends: None,
             weights: None,
             health_check: None,
+            algorithm: None,
         }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
@@ -307,6 +310,16 @@ impl VipSpec {
     /// Uses only these backends (0-based indices into the topology's).
     pub fn backends(mut self, indices: &[usize]) -> VipSpec {
         self.backends = Some(indices.to_vec());
+        self
+    }
+    /// Sets the weights of the backends used, in order.
+    pub fn weights(mut self, weights: &[u32]) -> VipSpec {
+        self.weights = Some(weights.to_vec());
+        self
+    }
+    /// Sets the `algorithm` (with `per_instance = true` for the per-instance ones).
+    pub fn algorithm(mut self, name: &str) -> VipSpec {
+        self.algorithm = Some(name.to_string());
         self
     }
     /// Sets the `health_check` inline table (see [`VipSpec::health_check`]).
@@ -696,6 +709,12 @@ impl Topology {
             }
             if let Some(hc) = &v.health_check {
                 let _ = writeln!(s, "health_check = {hc}");
+            }
+            if let Some(a) = &v.algorithm {
+                let _ = writeln!(s, "algorithm = \"{a}\"");
+                if a == "round-robin" || a == "least-connections" {
+                    let _ = writeln!(s, "per_instance = true");
+                }
             }
             let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
             for (k, i) in idx.iter().enumerate() {
