@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb::config::Config;
@@ -64,10 +65,14 @@ const LC_BACKENDS: [(&str, u32); 3] = [("198.18.0.81", 2), ("198.18.0.82", 1), (
 
 /// Keeps the test thread on one CPU: the round-robin position is per CPU.
 fn pin_to_one_cpu() {
+    pin_to_cpu(0);
+}
+
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
     }
 }
@@ -263,4 +268,48 @@ fn least_connections_picks_the_least_loaded_and_counts_each_flow_once() {
     dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
     assert_eq!(lc_active(&dp), counted);
     assert_eq!(counted, vec![20, 10, 10]);
+}
+
+/// The recount's walk of the connection table, timed: fills the table with
+/// `LB_WALK_ENTRIES` flows (default 10000; the README's figures are for
+/// 10000 and 1000000) through the program, spread over the CPUs (the LRU
+/// lists are per CPU), then recounts. Every recorded flow must be counted.
+#[test]
+fn recount_walks_the_whole_connection_table() {
+    let n: u32 = std::env::var("LB_WALK_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    // No flood guard: every SYN is recorded.
+    let config = base_config().replace("[global]\n", "[global]\nnew_flow_limit = 0\n");
+    let Some(mut dp) = dataplane("recount_walk", &config) else { return };
+    let idle = lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 };
+    let before = dp.reconcile_active(idle).expect("recount").active;
+    // A SYN template to the Maglev VIP; each flow rewrites the source address and port.
+    let frame = syn(Ipv4Addr::new(198, 19, 0, 0), 0, 81).build();
+    let (src_at, sport_at) = (14 + 12, 14 + 20);
+    let cpus = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as u32;
+    let started = Instant::now();
+    let mut input = frame.clone();
+    let mut out = vec![0u8; frame.len() + 256];
+    for i in 0..n {
+        if i % (n / cpus + 1) == 0 {
+            pin_to_cpu((i / (n / cpus + 1)) as usize);
+        }
+        input[src_at..src_at + 4].copy_from_slice(&[198, 19, (i >> 12) as u8, (i >> 4) as u8]);
+        input[sport_at..sport_at + 2].copy_from_slice(&(1024 + (i & 0xf) as u16).to_be_bytes());
+        let r = dp
+            .balancer()
+            .test_run(TestRunOptions { data_in: Some(&input), data_out: Some(&mut out), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.return_value, XDP_TX, "flow {i}");
+    }
+    let filled = started.elapsed();
+    let report = dp.reconcile_active(idle).expect("recount");
+    println!(
+        "{n} flows recorded in {filled:.2?}; recount: {} entries, {} active, walk and writes {:.2?} ({:.0} ns/entry)",
+        report.entries,
+        report.active,
+        report.took,
+        report.took.as_nanos() as f64 / report.entries.max(1) as f64
+    );
+    assert!(report.entries >= n as u64, "walked {} of at least {n} entries", report.entries);
+    assert_eq!(report.active, before + n as u64, "every recorded flow is counted once");
 }

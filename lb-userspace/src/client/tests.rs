@@ -111,6 +111,17 @@ fn human_status() {
             && text.contains("  1m15s ago  198.18.100.1:80/tcp  198.18.0.12  down  check 6 failed\n")
     );
     assert_eq!(text.matches(" ago ").count(), 5);
+    // A per-instance algorithm is named, with the reason, under the VIP's line.
+    let mut s = status();
+    s.vips[0].algorithm = lb::config::Algorithm::RoundRobin;
+    s.vips[0].per_instance = vec!["round-robin: new flows are placed from this instance's own state".into()];
+    let text = status_text(&StatusView::deserialize(serde_json::to_value(s).unwrap()).unwrap(), 0);
+    assert!(
+        text.contains(
+            "packets  check http  round-robin\n  per instance: round-robin: new flows are placed from this instance's own state\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

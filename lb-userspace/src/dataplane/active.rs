@@ -11,14 +11,13 @@
 //! (at most the new-flow rate times the walk time).
 
 use std::{
-    collections::HashMap,
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
     time::{Duration, Instant},
 };
 
 use aya::maps::{Map, MapData};
-use lb_common::{CONN_F_CLOSED, ConnEntry, FlowKey, consts::maps, net::IPPROTO_TCP};
+use lb_common::{CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS, consts::maps, net::IPPROTO_TCP};
 
 use super::{Dataplane, DataplaneError, Result, array, map_err};
 
@@ -62,27 +61,31 @@ impl Dataplane {
     pub fn reconcile_active(&mut self, idle: IdleTimeouts) -> Result<ActiveReport> {
         let started = Instant::now();
         let now = coarse_now_s();
-        let epochs: HashMap<u32, u32> =
-            self.applied.backends.values().map(|id| (*id, self.applied.epochs.get(id).copied().unwrap_or(0))).collect();
-        let mut active: HashMap<u32, u64> = epochs.keys().map(|id| (*id, 0)).collect();
+        // Indexed by backend id: the walk does no hashing per entry.
+        let mut epochs: Vec<Option<u32>> = vec![None; MAX_BACKENDS as usize];
+        for id in self.applied.backends.values() {
+            epochs[*id as usize] = Some(self.applied.epochs.get(id).copied().unwrap_or(0));
+        }
+        let mut active = vec![0u64; MAX_BACKENDS as usize];
         let mut entries = 0u64;
         let data = self.conntrack_data()?;
         walk(data.fd().as_fd(), |key, entry| {
             entries += 1;
-            if counts(key, entry, epochs.get(&entry.backend).copied(), now, idle)
-                && let Some(n) = active.get_mut(&entry.backend)
-            {
-                *n += 1;
+            let id = entry.backend as usize;
+            if id < epochs.len() && counts(key, entry, epochs[id], now, idle) {
+                active[id] += 1;
             }
         })
         .map_err(|e| {
             map_err(maps::CONNTRACK)(aya::maps::MapError::SyscallError(syscall_error("map_lookup_batch", e)))
         })?;
         let mut counters = array::<u64>(&mut self.ebpf, maps::BACKEND_ACTIVE)?;
-        for (id, n) in &active {
-            counters.set(*id, *n, 0).map_err(map_err(maps::BACKEND_ACTIVE))?;
+        let mut total = 0;
+        for id in self.applied.backends.values() {
+            counters.set(*id, active[*id as usize], 0).map_err(map_err(maps::BACKEND_ACTIVE))?;
+            total += active[*id as usize];
         }
-        Ok(ActiveReport { entries, active: active.values().sum(), took: started.elapsed() })
+        Ok(ActiveReport { entries, active: total, took: started.elapsed() })
     }
 
     fn conntrack_data(&self) -> Result<&MapData> {

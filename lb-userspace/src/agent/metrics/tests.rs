@@ -119,6 +119,8 @@ fn exact_lines() {
         "lb_table_rebuild_seconds_total 0.25",
         "lb_last_table_rebuild_seconds 0.0125",
         "lb_uptime_seconds 3600",
+        r#"lb_backend_active_connections{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 3"#,
+        "lb_conntrack_entries 0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
