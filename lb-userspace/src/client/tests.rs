@@ -170,6 +170,23 @@ fn vip_add_body() {
     );
     // What the agent parses it with.
     serde_json::from_value::<lb::config::VipSpec>(body).unwrap();
+    // The algorithm and its acknowledgement.
+    let cli = Cli::try_parse_from([
+        "lb",
+        "vip",
+        "add",
+        "198.18.100.7:80/tcp",
+        "--algorithm",
+        "least-connections",
+        "--per-instance",
+    ])
+    .unwrap();
+    let Command::Vip { command: VipCommand::Add(args) } = cli.command else { panic!("parsed as something else") };
+    let body = vip_spec(args);
+    assert_eq!((&body["algorithm"], &body["per_instance"]), (&json!("least-connections"), &json!(true)));
+    let spec = serde_json::from_value::<lb::config::VipSpec>(body).unwrap();
+    assert_eq!(spec.algorithm, Some(lb::config::Algorithm::LeastConnections));
+    assert!(Cli::try_parse_from(["lb", "vip", "add", "198.18.100.7:80/tcp", "--algorithm", "random"]).is_err());
 }
 
 #[test]
