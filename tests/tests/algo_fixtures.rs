@@ -313,3 +313,27 @@ fn recount_walks_the_whole_connection_table() {
     assert!(report.entries >= n as u64, "walked {} of at least {n} entries", report.entries);
     assert_eq!(report.active, before + n as u64, "every recorded flow is counted once");
 }
+
+#[test]
+fn least_connections_follows_a_weight_change() {
+    let backends = [("198.18.0.91", 1), ("198.18.0.92", 1), ("198.18.0.93", 1)];
+    let with = |b: &[(&str, u32)]| format!("{}\n{}", base_config(), vip_toml(85, "least-connections", "", b));
+    let Some(mut dp) = dataplane("lc_weights", &with(&backends)) else { return };
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    let client = Ipv4Addr::new(198, 19, 9, 3);
+    let addrs: Vec<IpAddr> = backends.iter().map(|(a, _)| a.parse().unwrap()).collect();
+    let active = |dp: &Dataplane| addrs.iter().map(|a| active_of(dp, 85, *a)).collect::<Vec<_>>();
+    for i in 0..30u16 {
+        forward(&dp, &syn(client, 50_000 + i, 85)).expect("forwarded");
+    }
+    assert_eq!(active(&dp), vec![10, 10, 10], "equal weights, equal loads");
+    // The third backend's weight triples: it takes every new flow until it
+    // holds three times the others' load.
+    let tripled = [backends[0], backends[1], ("198.18.0.93", 3)];
+    let cfg = Config::from_toml_str(&with(&tripled)).expect("config");
+    dp.apply(&cfg).expect("apply");
+    for i in 0..20u16 {
+        assert_eq!(forward(&dp, &syn(client, 51_000 + i, 85)), Some(addrs[2]), "flow {i}: {:?}", active(&dp));
+    }
+    assert_eq!(active(&dp), vec![10, 10, 30]);
+}

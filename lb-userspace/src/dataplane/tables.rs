@@ -57,3 +57,63 @@ pub(super) fn size_unchanged(vip: &Vip, applied_size: u32) -> bool {
         Algorithm::RoundRobin | Algorithm::LeastConnections => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn vip(algorithm: &str, weights: &[u32]) -> Vip {
+        let mut text = format!(
+            "[global]\nforwarding = \"l2dsr\"\n[[vip]]\naddress = \"198.18.100.1\"\nport = 80\nprotocol = \"tcp\"\n\
+             algorithm = \"{algorithm}\"\nring_size = 13\n"
+        );
+        // Listed in reverse address order: the ring must not depend on it.
+        for (i, w) in weights.iter().enumerate().rev() {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"198.18.0.{}\"\nweight = {w}\nmac = \"02:00:00:00:00:01\"\n",
+                i + 1
+            ));
+        }
+        Config::from_toml_str(&text).unwrap().vips.remove(0)
+    }
+
+    /// (address, weight, id) as `apply` passes it; ids are 10 + the address's last byte.
+    fn source(vip: &Vip) -> Vec<(IpAddr, u32, u32)> {
+        vip.backends
+            .iter()
+            .map(|b| {
+                let IpAddr::V4(a) = b.address else { unreachable!() };
+                (b.address, b.weight, 10 + a.octets()[3] as u32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_ring_is_the_weighted_sequence_in_address_order() {
+        let v = vip("round-robin", &[2, 1, 1]);
+        assert_eq!(build(&v, &source(&v)), vec![11, 12, 13, 11]);
+        let v = vip("round-robin", &[0, 3, 0]);
+        assert_eq!(build(&v, &source(&v)), vec![12]);
+        let v = vip("round-robin", &[0, 0]);
+        assert_eq!(build(&v, &source(&v)), vec![NO_BACKEND]);
+        assert!(size_unchanged(&v, 7), "a round-robin ring is sized by its weights");
+    }
+
+    #[test]
+    fn least_connections_ring_lists_each_weighted_backend_once() {
+        let v = vip("least-connections", &[5, 0, 1]);
+        assert_eq!(build(&v, &source(&v)), vec![11, 13]);
+        let v = vip("least-connections", &[0]);
+        assert_eq!(build(&v, &source(&v)), vec![NO_BACKEND]);
+    }
+
+    #[test]
+    fn hash_algorithms_share_the_maglev_table() {
+        let (m, s) = (vip("maglev", &[1, 2, 3]), vip("source-hash", &[1, 2, 3]));
+        let ring = build(&m, &source(&m));
+        assert_eq!(ring.len(), 13);
+        assert_eq!(ring, build(&s, &source(&s)));
+        assert!(size_unchanged(&m, 13) && !size_unchanged(&m, 11));
+    }
+}
