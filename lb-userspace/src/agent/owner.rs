@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     config::{AdminState, BackendSpec, CheckKind, Config, ConfigError, VipId, VipSpec},
-    dataplane::{ActiveReport, Dataplane, IdleTimeouts},
+    dataplane::{ActiveReport, Counted, Dataplane, IdleTimeouts},
 };
 
 /// A change asked for through the API.
@@ -223,6 +223,7 @@ pub struct Owner {
     /// Active-connection recounts done, and the last one.
     recounts: u64,
     last_recount: Option<ActiveReport>,
+    recount_running: bool,
 }
 
 impl Owner {
@@ -244,6 +245,7 @@ impl Owner {
             bgp: None,
             recounts: 0,
             last_recount: None,
+            recount_running: false,
         }
     }
 
@@ -311,23 +313,44 @@ impl Owner {
         let every = Duration::from_millis(self.config.global.active_reconcile_ms);
         let mut recount = tokio::time::interval(every);
         recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (counted_tx, mut counted_rx) = mpsc::channel(1);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(req) = requests.recv() => self.handle(req),
                 Some(ev) = events.recv() => self.on_health(ev),
-                _ = recount.tick() => self.recount_active(),
+                _ = recount.tick() => self.start_recount(&counted_tx),
+                Some(counted) = counted_rx.recv() => self.finish_recount(counted),
             }
         }
         self.dp
     }
 
-    /// Overwrites the active-connection counters with a count of the
-    /// connection table (see `dataplane::active`).
-    fn recount_active(&mut self) {
+    /// Starts a recount of active connections (see `dataplane::active`) on
+    /// a blocking thread, unless one is still running: a walk of a full
+    /// table takes about half a second, which requests should not wait for.
+    fn start_recount(&mut self, done: &mpsc::Sender<std::io::Result<Counted>>) {
+        if self.recount_running {
+            return;
+        }
         let g = &self.config.global;
         let idle = IdleTimeouts { tcp_s: g.tcp_idle_timeout_s, udp_s: g.udp_idle_timeout_s };
-        match self.dp.reconcile_active(idle) {
+        match self.dp.prepare_recount(idle) {
+            Ok(job) => {
+                self.recount_running = true;
+                let done = done.clone();
+                tokio::task::spawn_blocking(move || done.blocking_send(job.run()));
+            }
+            Err(e) => warn!(error = %e, "recounting active connections failed"),
+        }
+    }
+
+    /// Overwrites the active-connection counters with the recount's.
+    fn finish_recount(&mut self, counted: std::io::Result<Counted>) {
+        self.recount_running = false;
+        let written =
+            counted.map_err(|e| e.to_string()).and_then(|c| self.dp.finish_recount(c).map_err(|e| e.to_string()));
+        match written {
             Ok(report) => {
                 self.recounts += 1;
                 self.last_recount = Some(report);

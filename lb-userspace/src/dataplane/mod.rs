@@ -29,7 +29,7 @@ mod pin;
 mod query;
 mod tables;
 
-pub use active::{ActiveReport, IdleTimeouts};
+pub use active::{ActiveReport, Counted, IdleTimeouts, Recount};
 pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
