@@ -181,15 +181,18 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
 /// re-picked, so a reused 5-tuple follows the current backend set; except,
 /// under a per-instance algorithm, the SYN of a flow still open: that is a
 /// retransmission, and the backend that got the first SYN may have answered
-/// it. The flow hash is computed only when needed (a table hit of an IPv4
-/// flow never needs it).
+/// it. Under Maglev and source hash a SYN skips the table lookup (the hot
+/// path of a SYN flood): an entry it overwrites is not uncounted, which the
+/// agent's next recount corrects. The flow hash is computed only when needed
+/// (a table hit of an IPv4 flow never needs it).
 #[inline(always)]
 fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let tcp = pkt.flow.proto == IPPROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-    match conntrack::lookup(&pkt.flow) {
+    let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
+    let found = if syn && !per_instance { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    match found {
         Lookup::Hit(id, backend, entry) => {
-            let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
             if !syn || (per_instance && conntrack::is_open(entry)) {
                 if learn {
                     conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
