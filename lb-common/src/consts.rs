@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
@@ -51,6 +51,18 @@ pub const ALGO_SOURCE_HASH: u32 = 1;
 /// round-robin sequence; each CPU takes entry `RR_NEXT[slot] % ring_size`
 /// and advances its own position (per instance, per CPU).
 pub const ALGO_ROUND_ROBIN: u32 = 2;
+/// Weighted least-connections: the ring holds the VIP's backend ids once
+/// each (`ring_size` of them); a new flow goes to the one with the least
+/// `BACKEND_ACTIVE / weight`, the scan starting at `flow_hash % ring_size`
+/// so ties spread. Per instance.
+pub const ALGO_LEAST_CONN: u32 = 3;
+/// Backends a least-connections VIP may have: the program scans them all for
+/// every new flow, in a loop the verifier must walk to its bound.
+pub const LC_MAX_CANDIDATES: u32 = 256;
+
+/// `ConnEntry::flags`: the client sent a FIN or RST; the flow no longer
+/// counts as active (set once, atomically, so it is uncounted once).
+pub const CONN_F_CLOSED: u32 = 1 << 0;
 
 /// `Backend::state` bit: the backend exists; connection-table entries that
 /// point to it stay valid. Cleared when the backend is removed, so its flows
@@ -80,6 +92,8 @@ pub mod maps {
     pub const BACKEND_FLOWS: &str = "BACKEND_FLOWS";
     /// Per CPU, per VIP slot: the next round-robin ring entry.
     pub const RR_NEXT: &str = "RR_NEXT";
+    /// Active connections per backend id (see `ConnEntry`), shared by CPUs.
+    pub const BACKEND_ACTIVE: &str = "BACKEND_ACTIVE";
     pub const DECAP_STATS: &str = "DECAP_STATS";
     /// `lb capture`: the records, the switch and the program's bookkeeping.
     pub const CAPTURE: &str = "CAPTURE";

@@ -45,7 +45,9 @@ pub const IPV4_MF: u16 = 0x2000;
 pub const IPV4_DF: u16 = 0x4000;
 pub const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
+pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
 /// One's-complement sum folded to 16 bits and inverted.

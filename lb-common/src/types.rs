@@ -106,6 +106,9 @@ pub struct Backend {
     /// Slot of the VIP this entry serves. Unused by the program; lets a
     /// restarted agent rebuild its view from the pinned maps.
     pub vip_slot: u32,
+    /// Effective weight (least-connections divides active counts by it).
+    pub weight: u32,
+    pub _pad: u32,
 }
 
 /// `CONNTRACK` key: the 5-tuple as seen on the wire.
@@ -137,13 +140,20 @@ impl FlowKey {
     }
 }
 
-/// `CONNTRACK` value.
+/// `CONNTRACK` value. A flow is *active* while its entry is current (its
+/// backend id and epoch still valid), not closed, and seen within the idle
+/// timeout of its protocol; the agent's reconciliation counts exactly that.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnEntry {
     pub backend: u32,
     /// `Backend::epoch` when the flow was assigned.
     pub epoch: u32,
+    /// `CONN_F_*` bits.
+    pub flags: u32,
+    /// Coarse monotonic seconds (CLOCK_MONOTONIC_COARSE) of the last packet,
+    /// written only when the second changed.
+    pub seen_s: u32,
 }
 
 /// `RINGS` value: `RING_LANES` consecutive Maglev entries (backend ids).
@@ -213,9 +223,9 @@ const _: () = {
     assert!(core::mem::size_of::<VipKey>() == 20);
     assert!(core::mem::size_of::<VipMeta>() == 20);
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
-    assert!(core::mem::size_of::<Backend>() == 32);
+    assert!(core::mem::size_of::<Backend>() == 40);
     assert!(core::mem::size_of::<FlowKey>() == 40);
-    assert!(core::mem::size_of::<ConnEntry>() == 8);
+    assert!(core::mem::size_of::<ConnEntry>() == 16);
     assert!(core::mem::size_of::<RingChunk>() == 64);
     assert!(core::mem::size_of::<Counters>() == 16);
     assert!(core::mem::size_of::<FlowGuard>() == 16);

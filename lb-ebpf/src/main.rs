@@ -22,11 +22,11 @@ use balancer::{
     select,
 };
 use lb_common::{
-    ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR, VipAddrKey, VipKey,
-    VipMeta,
+    ALGO_LEAST_CONN, ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR,
+    VipAddrKey, VipKey, VipMeta,
     capture::CAPTURE_NO_BACKEND,
     hash::{flow_hash, source_hash},
-    net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_SYN},
+    net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
     stats,
 };
 use lb_ebpf::{
@@ -182,23 +182,37 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
 }
 
 /// The flow's backend: from the connection table when it has a live entry,
-/// else from the ring (and then remembered). A TCP SYN always takes the ring,
-/// so a reused 5-tuple follows the current backend set. The flow hash is
-/// computed only when needed (a table hit of an IPv4 flow never needs it).
+/// else picked by the VIP's algorithm (and then remembered). A TCP SYN is
+/// re-picked, so a reused 5-tuple follows the current backend set; except,
+/// under a per-instance algorithm, the SYN of a flow still open: that is a
+/// retransmission, and the backend that got the first SYN may have answered
+/// it. Under Maglev and source hash a SYN skips the table lookup (the hot
+/// path of a SYN flood): an entry it overwrites is not uncounted, which the
+/// agent's next recount corrects. The flow hash is computed only when needed
+/// (a table hit of an IPv4 flow never needs it).
 #[inline(always)]
 fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Backend, Option<u32>), u32> {
-    let syn = pkt.flow.proto == IPPROTO_TCP && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-    if !syn {
-        match conntrack::lookup(&pkt.flow) {
-            Lookup::Hit(id, backend) => {
+    let tcp = pkt.flow.proto == IPPROTO_TCP;
+    let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
+    let found = if syn && !per_instance { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    match found {
+        Lookup::Hit(id, backend, entry) => {
+            if !syn || (per_instance && conntrack::is_open(entry)) {
+                if learn {
+                    conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
+                }
                 counters::stat(stats::CONNTRACK_HIT, 0);
                 return Ok((id, backend, None));
             }
-            Lookup::Stale => counters::stat(stats::CONNTRACK_REPICK, 0),
-            Lookup::Miss => counters::stat(stats::CONNTRACK_MISS, 0),
+            // The SYN replaces the flow: the old one stops counting.
+            if learn {
+                conntrack::close(entry, id);
+            }
+            counters::stat(stats::CONNTRACK_MISS, 0);
         }
-    } else {
-        counters::stat(stats::CONNTRACK_MISS, 0);
+        Lookup::Stale if !syn => counters::stat(stats::CONNTRACK_REPICK, 0),
+        Lookup::Stale | Lookup::Miss => counters::stat(stats::CONNTRACK_MISS, 0),
     }
     // The flow hash is kept for the IPv6 flow label; a source hash is not
     // (all of a client's flows would share one label).
@@ -208,7 +222,11 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
         let h = flow_hash(&pkt.flow);
         (h, Some(h))
     };
-    let id = if meta.algorithm == ALGO_ROUND_ROBIN { select::round_robin(meta) } else { select::ring_pick(meta, hash) };
+    let id = match meta.algorithm {
+        ALGO_ROUND_ROBIN => select::round_robin(meta),
+        ALGO_LEAST_CONN => select::least_connections(meta, hash),
+        _ => select::ring_pick(meta, hash),
+    };
     let id = id.ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
     if learn {

@@ -197,7 +197,8 @@ pub struct VipAdd {
     /// Maglev table size, a prime up to 65537 [default: 65537].
     #[arg(long, value_name = "N")]
     pub ring_size: Option<u32>,
-    /// How new flows are spread: maglev, source-hash [default: maglev].
+    /// How new flows are spread: maglev, source-hash, round-robin,
+    /// least-connections [default: maglev].
     #[arg(long, value_name = "NAME")]
     pub algorithm: Option<lb::config::Algorithm>,
     /// Acknowledge that the algorithm is per instance (required for

@@ -264,6 +264,8 @@ struct BackendView {
     placement: String,
     packets: u64,
     bytes: u64,
+    #[serde(default)]
+    active_connections: u64,
     probe: Option<ProbeView>,
     #[serde(default)]
     agent: Option<AgentView>,
@@ -363,7 +365,8 @@ fn strs<const N: usize>(cells: [&str; N]) -> Vec<String> {
 }
 
 fn backend_rows(v: &VipView) -> Vec<Vec<String>> {
-    let mut rows = vec![strs(["BACKEND", "STATE", "HEALTH", "PLACEMENT", "WEIGHT", "PACKETS", "BYTES", "LAST PROBE"])];
+    let mut rows =
+        vec![strs(["BACKEND", "STATE", "HEALTH", "PLACEMENT", "WEIGHT", "ACTIVE", "PACKETS", "BYTES", "LAST PROBE"])];
     for b in &v.backends {
         rows.push(vec![
             b.address.clone(),
@@ -371,6 +374,7 @@ fn backend_rows(v: &VipView) -> Vec<Vec<String>> {
             if v.health_check.is_some() { b.health.clone() } else { "-".into() },
             b.placement.clone(),
             format!("{}/{}", b.weight, b.effective_weight),
+            b.active_connections.to_string(),
             b.packets.to_string(),
             bytes(b.bytes),
             probe_cell(b),

@@ -10,11 +10,13 @@ use std::{
     str::FromStr,
 };
 
-use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS, VipKey, net};
+use lb_common::{DEFAULT_RING_SIZE, LC_MAX_CANDIDATES, MAX_BACKENDS, MAX_RING_SIZE, MAX_VIPS, VipKey, net};
 use serde::Deserialize;
 
+mod algorithm;
 mod bgp;
 mod checks;
+pub use algorithm::Algorithm;
 pub use bgp::BgpConfig;
 pub use checks::{AgentCheck, INTERVAL_RANGE_MS, MAX_AGENT_SEND, MAX_SLOWSTART_MS};
 mod hotspot;
@@ -145,67 +147,6 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// How a VIP picks the backend of a new flow (the connection table then
-/// keeps it). The README's "Balancing algorithms" section says what each
-/// promises.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Algorithm {
-    /// Maglev over the 5-tuple: consistent across instances.
-    #[default]
-    Maglev,
-    /// Maglev over the client address only: every connection of a client
-    /// reaches one backend; consistent across instances.
-    SourceHash,
-    /// Weighted round-robin over new flows, per instance (and per CPU).
-    RoundRobin,
-}
-
-impl Algorithm {
-    /// `lb_common::ALGO_*` value the data path reads.
-    pub fn code(self) -> u32 {
-        match self {
-            Algorithm::Maglev => lb_common::ALGO_MAGLEV,
-            Algorithm::SourceHash => lb_common::ALGO_SOURCE_HASH,
-            Algorithm::RoundRobin => lb_common::ALGO_ROUND_ROBIN,
-        }
-    }
-
-    /// Whether the choice depends on this instance's own state, so several
-    /// instances behind ECMP may send one flow to different backends.
-    pub fn per_instance(self) -> bool {
-        matches!(self, Algorithm::RoundRobin)
-    }
-
-    /// Inverse of [`Algorithm::code`] (an unknown code reads as maglev, what
-    /// the program does with it).
-    pub fn from_code(code: u32) -> Algorithm {
-        match code {
-            lb_common::ALGO_SOURCE_HASH => Algorithm::SourceHash,
-            lb_common::ALGO_ROUND_ROBIN => Algorithm::RoundRobin,
-            _ => Algorithm::Maglev,
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Algorithm::Maglev => "maglev",
-            Algorithm::SourceHash => "source-hash",
-            Algorithm::RoundRobin => "round-robin",
-        })
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
-            .map_err(|_| format!("{s:?} is not an algorithm: maglev, source-hash, round-robin"))
-    }
-}
-
 /// What to do with established flows of a backend that fails its checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -330,7 +271,21 @@ pub struct Global {
     /// The attach interface's MAC, read at start (not a file key): the
     /// program forwards only frames addressed to it.
     pub interface_mac: Option<Mac>,
+    /// How often the agent recounts active connections from the connection
+    /// table (read at start).
+    pub active_reconcile_ms: u64,
+    /// A TCP flow not seen for this long no longer counts as active.
+    pub tcp_idle_timeout_s: u32,
+    /// A UDP flow not seen for this long no longer counts as active.
+    pub udp_idle_timeout_s: u32,
 }
+
+/// Defaults and ranges of the active-connection keys.
+pub const DEFAULT_ACTIVE_RECONCILE_MS: u64 = 1000;
+pub const ACTIVE_RECONCILE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
+pub const DEFAULT_TCP_IDLE_TIMEOUT_S: u32 = 300;
+pub const DEFAULT_UDP_IDLE_TIMEOUT_S: u32 = 30;
+pub const IDLE_TIMEOUT_S_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
 
 /// Default of `global.new_flow_limit`: far above what a CPU accepts in
 /// legitimate new connections, far below what a SYN flood brings.
@@ -458,6 +413,9 @@ struct RawGlobal {
     #[serde(default)]
     too_big: TooBig,
     new_flow_limit: Option<u32>,
+    active_reconcile_ms: Option<u64>,
+    tcp_idle_timeout_s: Option<u32>,
+    udp_idle_timeout_s: Option<u32>,
 }
 
 /// Default control socket.
@@ -651,7 +609,32 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         too_big: g.too_big,
         new_flow_limit: g.new_flow_limit.unwrap_or(DEFAULT_NEW_FLOW_LIMIT),
         interface_mac: None,
+        active_reconcile_ms: g.active_reconcile_ms.unwrap_or(DEFAULT_ACTIVE_RECONCILE_MS),
+        tcp_idle_timeout_s: g.tcp_idle_timeout_s.unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT_S),
+        udp_idle_timeout_s: g.udp_idle_timeout_s.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT_S),
     };
+    if !ACTIVE_RECONCILE_MS_RANGE.contains(&global.active_reconcile_ms) {
+        return Err(invalid(
+            "global.active_reconcile_ms",
+            format!(
+                "{} must be from {} to {}",
+                global.active_reconcile_ms,
+                ACTIVE_RECONCILE_MS_RANGE.start(),
+                ACTIVE_RECONCILE_MS_RANGE.end()
+            ),
+        ));
+    }
+    for (key, v) in [
+        ("global.tcp_idle_timeout_s", global.tcp_idle_timeout_s),
+        ("global.udp_idle_timeout_s", global.udp_idle_timeout_s),
+    ] {
+        if !IDLE_TIMEOUT_S_RANGE.contains(&v) {
+            return Err(invalid(
+                key,
+                format!("{v} must be from {} to {}", IDLE_TIMEOUT_S_RANGE.start(), IDLE_TIMEOUT_S_RANGE.end()),
+            ));
+        }
+    }
     if let Some(mtu) = global.mtu.filter(|m| !MTU_RANGE.contains(m)) {
         return Err(invalid("global.mtu", format!("{mtu} must be from {} to {}", MTU_RANGE.start(), MTU_RANGE.end())));
     }
@@ -736,6 +719,16 @@ fn check_backends(key: &str, vip: &Vip) -> Result<(), ConfigError> {
         if !seen.insert(b.address) {
             return Err(invalid(format!("{key}.backend[{j}].address"), format!("{} is listed twice", b.address)));
         }
+    }
+    if vip.algorithm == Algorithm::LeastConnections && vip.backends.len() > LC_MAX_CANDIDATES as usize {
+        return Err(invalid(
+            format!("{key}.backend"),
+            format!(
+                "{} backends; a least-connections VIP may have at most {LC_MAX_CANDIDATES} (the program \
+                 compares them all for every new flow)",
+                vip.backends.len()
+            ),
+        ));
     }
     if vip.backends.len() > vip.ring_size as usize {
         return Err(invalid(

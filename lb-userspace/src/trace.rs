@@ -157,12 +157,12 @@ fn ring_text(t: &TraceView) -> String {
         );
     }
     format!(
-        "{} hash {:#010x}, ring entry {} of {} (generation {}) -> {}",
-        t.algorithm,
+        "hash {:#010x}, ring entry {} of {} (generation {}, {}) -> {}",
         t.hash,
         t.entry,
         t.ring_size,
         t.ring_generation,
+        t.algorithm,
         target(t.ring_backend)
     )
 }
@@ -365,7 +365,7 @@ mod tests {
         let t = trace(None, Some("198.18.0.11"), false);
         assert_eq!(
             explain(vip, Some(&t), Protocol::Tcp),
-            "new flow: maglev hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1) -> 198.18.0.11"
+            "new flow: hash 0xdeadbeef, ring entry 1234 of 65537 (generation 1, maglev) -> 198.18.0.11"
         );
         let t = trace(Some("198.18.0.12"), Some("198.18.0.12"), false);
         assert_eq!(explain(vip, Some(&t), Protocol::Tcp), "established: connection-table entry -> 198.18.0.12");

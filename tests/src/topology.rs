@@ -282,6 +282,8 @@ pub struct VipSpec {
     /// More `key = value` lines of the VIP's table, written as given
     /// (e.g. `slowstart_ms = 2000`).
     pub extra: Vec<String>,
+    /// The VIP's `algorithm`; `None`: omitted (maglev).
+    pub algorithm: Option<String>,
 }
 
 impl VipSpec {
@@ -296,6 +298,7 @@ impl VipSpec {
             weights: None,
             health_check: None,
             extra: Vec::new(),
+            algorithm: None,
         }
     }
     pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
@@ -311,6 +314,16 @@ impl VipSpec {
     /// Uses only these backends (0-based indices into the topology's).
     pub fn backends(mut self, indices: &[usize]) -> VipSpec {
         self.backends = Some(indices.to_vec());
+        self
+    }
+    /// Sets the weights of the backends used, in order.
+    pub fn weights(mut self, weights: &[u32]) -> VipSpec {
+        self.weights = Some(weights.to_vec());
+        self
+    }
+    /// Sets the `algorithm` (with `per_instance = true` for the per-instance ones).
+    pub fn algorithm(mut self, name: &str) -> VipSpec {
+        self.algorithm = Some(name.to_string());
         self
     }
     /// Sets the `health_check` inline table (see [`VipSpec::health_check`]).
@@ -718,6 +731,11 @@ impl Topology {
             }
             for line in &v.extra {
                 let _ = writeln!(s, "{line}");
+            if let Some(a) = &v.algorithm {
+                let _ = writeln!(s, "algorithm = \"{a}\"");
+                if a == "round-robin" || a == "least-connections" {
+                    let _ = writeln!(s, "per_instance = true");
+                }
             }
             let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
             for (k, i) in idx.iter().enumerate() {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -231,6 +231,9 @@ pub struct TcpLoad {
     pub op_timeout: Duration,
     /// Bound of the whole run; connections not started by then fail.
     pub deadline: Duration,
+    /// Source address to connect from (one of the client's); `None`: the
+    /// kernel's choice.
+    pub source: Option<IpAddr>,
 }
 
 impl TcpLoad {
@@ -242,6 +245,7 @@ impl TcpLoad {
             parallel: 4,
             op_timeout: Duration::from_secs(3),
             deadline: Duration::from_secs(60),
+            source: None,
         }
     }
 }
@@ -262,7 +266,11 @@ fn tcp_connection(load: &TcpLoad) -> ConnResult {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
     };
-    let mut s = match TcpStream::connect_timeout(&load.target, load.op_timeout) {
+    let connected = match load.source {
+        Some(src) => connect_from(src, load.target, load.op_timeout),
+        None => TcpStream::connect_timeout(&load.target, load.op_timeout),
+    };
+    let mut s = match connected {
         Ok(s) => s,
         Err(e) => {
             r.error = Some(format!("connect {}: {e}", load.target));
@@ -294,6 +302,45 @@ fn tcp_connection(load: &TcpLoad) -> ConnResult {
         }
     }
     r
+}
+
+/// A TCP connection from a chosen local address (std has no bind before
+/// connect). The connect is bounded by `timeout` through SO_SNDTIMEO.
+pub fn connect_from(src: IpAddr, target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (family, local, remote) = match (src, target) {
+        (IpAddr::V4(s), SocketAddr::V4(t)) => (libc::AF_INET, sockaddr_v4(s, 0), sockaddr_v4(*t.ip(), t.port())),
+        _ => return Err(std::io::Error::other("connect_from: IPv4 only")),
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
+    // SAFETY: a fresh socket owned by the TcpStream from here on; the
+    // addresses and the timeval are valid for the calls.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let opt = std::ptr::addr_of!(tv).cast();
+        let tv_len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, opt, tv_len) != 0
+            || libc::bind(fd, std::ptr::addr_of!(local).cast(), len) != 0
+            || libc::connect(fd, std::ptr::addr_of!(remote).cast(), len) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+fn sockaddr_v4(addr: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(addr.octets()) },
+        sin_zero: [0; 8],
+    }
 }
 
 /// Reads one HTTP response (head + Content-Length body); `pending` keeps

@@ -8,12 +8,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb::config::Config;
 use lb::dataplane::Dataplane;
-use lb_common::{FlowKey, hash::source_hash};
-use lb_tests::packet::{self, Packet};
+use lb_common::net::{TCP_FLAG_ACK, TCP_FLAG_RST};
+use lb_common::{
+    FlowKey,
+    hash::{flow_hash, source_hash},
+};
+use lb_tests::packet::{self, Packet, TCP_FLAG_FIN};
 
 const XDP_TX: u32 = 3;
 
@@ -50,16 +55,24 @@ fn base_config() -> String {
         vip_toml(81, "maglev", "", &sh),
         vip_toml(82, "round-robin", "", &RR_BACKENDS),
         vip_toml(83, "round-robin", "", &doubled),
+        vip_toml(84, "least-connections", "", &LC_BACKENDS),
     ]
     .join("\n")
 }
 
+/// Least-connections VIP (tcp/84), weighted 2:1:1.
+const LC_BACKENDS: [(&str, u32); 3] = [("198.18.0.81", 2), ("198.18.0.82", 1), ("198.18.0.83", 1)];
+
 /// Keeps the test thread on one CPU: the round-robin position is per CPU.
 fn pin_to_one_cpu() {
+    pin_to_cpu(0);
+}
+
+fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
     }
 }
@@ -160,4 +173,174 @@ fn round_robin_gives_the_exact_weighted_sequence() {
     }
     let count = |x: IpAddr| got.iter().filter(|&&g| g == x).count();
     assert_eq!((count(a), count(b), count(c)), (150, 75, 75));
+}
+
+/// Active connections of a backend of the VIP on `port`.
+fn active_of(dp: &Dataplane, port: u16, addr: IpAddr) -> u64 {
+    let counters = dp.backend_counters().expect("backend counters");
+    counters.iter().find(|(k, a, _)| k.port == port.to_be() && *a == addr).expect("a configured backend").2.active
+}
+
+/// Active connections of the least-connections backends, in address order.
+fn lc_active(dp: &Dataplane) -> Vec<u64> {
+    LC_BACKENDS.iter().map(|(addr, _)| active_of(dp, 84, addr.parse().unwrap())).collect()
+}
+
+#[test]
+fn a_repeated_maglev_syn_is_counted_again_until_the_recount() {
+    let Some(mut dp) = dataplane("repeated_syn", &base_config()) else { return };
+    let idle = lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 };
+    let syn = syn(Ipv4Addr::new(198, 19, 9, 2), 5555, 81);
+    let first = forward(&dp, &syn).expect("forwarded");
+    dp.reconcile_active(idle).expect("recount");
+    let truth = active_of(&dp, 81, first);
+    // A SYN to a Maglev VIP skips the table lookup: the entry it overwrites
+    // is not uncounted...
+    assert_eq!(forward(&dp, &syn), Some(first), "same ring, same backend");
+    assert_eq!(active_of(&dp, 81, first), truth + 1);
+    // ...until the recount finds one flow.
+    dp.reconcile_active(idle).expect("recount");
+    assert_eq!(active_of(&dp, 81, first), truth);
+    forward(&dp, &Packet::new().ipv4(Ipv4Addr::new(198, 19, 9, 2), VIP).tcp(5555, 81).flags(TCP_FLAG_RST));
+    assert_eq!(active_of(&dp, 81, first), truth - 1, "RST");
+}
+
+/// What the program must pick: the least active/weight backend, scanning
+/// the address-ordered list from `flow_hash % n`, the first of equals.
+fn lc_predict(active: &[u64], flow: &FlowKey) -> usize {
+    let n = LC_BACKENDS.len();
+    let start = flow_hash(flow) as usize % n;
+    let mut best = start;
+    for k in (0..n).map(|i| (start + i) % n) {
+        if active[k] * (LC_BACKENDS[best].1 as u64) < active[best] * (LC_BACKENDS[k].1 as u64) {
+            best = k;
+        }
+    }
+    best
+}
+
+fn lc_index(addr: IpAddr) -> usize {
+    LC_BACKENDS.iter().position(|(a, _)| a.parse::<IpAddr>().unwrap() == addr).expect("an LC backend")
+}
+
+#[test]
+fn least_connections_picks_the_least_loaded_and_counts_each_flow_once() {
+    let Some(mut dp) = dataplane("least_connections", &base_config()) else { return };
+    let client = Ipv4Addr::new(198, 19, 9, 1);
+    let pkt = |sport: u16| Packet::new().ipv4(client, VIP).tcp(sport, 84);
+    // Start from the truth: the table holds no flow of this VIP yet.
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    assert_eq!(lc_active(&dp), vec![0, 0, 0]);
+    // 40 new flows: each goes where the prediction says and adds one there.
+    let mut flows = Vec::new();
+    for i in 0..40u16 {
+        let before = lc_active(&dp);
+        let sport = 40_000 + i;
+        let syn = pkt(sport).syn();
+        let want = lc_predict(&before, &syn.flow_key());
+        let got = lc_index(forward(&dp, &syn).expect("forwarded"));
+        assert_eq!(got, want, "flow {i} with active {before:?}");
+        let mut after = before.clone();
+        after[got] += 1;
+        assert_eq!(lc_active(&dp), after, "flow {i} counted on its backend");
+        // A retransmitted SYN of the open flow keeps it, counted once.
+        assert_eq!(forward(&dp, &syn).map(lc_index), Some(got), "retransmitted SYN {i}");
+        assert_eq!(lc_active(&dp), after, "retransmitted SYN {i} not counted again");
+        flows.push((sport, got));
+    }
+    // Weighted 2:1:1: the loads per unit of weight end up equal.
+    assert_eq!(lc_active(&dp), vec![20, 10, 10]);
+    // The first FIN takes a flow off; its RST and a second FIN do not again.
+    let (sport, b) = *flows.iter().find(|f| f.1 == 0).expect("a flow on backend 0");
+    let mut expect = lc_active(&dp);
+    assert_eq!(forward(&dp, &pkt(sport).ack()).map(lc_index), Some(b));
+    assert_eq!(lc_active(&dp), expect, "an ACK changes nothing");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_FIN | TCP_FLAG_ACK)).expect("FIN forwarded");
+    expect[b] -= 1;
+    assert_eq!(lc_active(&dp), expect, "FIN");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_RST)).expect("RST forwarded");
+    forward(&dp, &pkt(sport).flags(TCP_FLAG_FIN)).expect("FIN forwarded");
+    assert_eq!(lc_active(&dp), expect, "RST and FIN after the first FIN");
+    // Close every flow of backend 0: the next new flows all go there until it catches up.
+    for &(other, _) in flows.iter().filter(|(p, b)| *b == 0 && *p != sport) {
+        forward(&dp, &pkt(other).flags(TCP_FLAG_RST)).expect("RST forwarded");
+    }
+    assert_eq!(lc_active(&dp), vec![0, 10, 10]);
+    for i in 0..20u16 {
+        let got = lc_index(forward(&dp, &pkt(41_000 + i).syn()).expect("forwarded"));
+        assert_eq!(got, 0, "new flow {i} with active {:?}", lc_active(&dp));
+    }
+    // The recount finds the same truth in the connection table.
+    let counted = lc_active(&dp);
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    assert_eq!(lc_active(&dp), counted);
+    assert_eq!(counted, vec![20, 10, 10]);
+}
+
+/// The recount's walk of the connection table, timed: fills the table with
+/// `LB_WALK_ENTRIES` flows (default 10000; the README's figures are for
+/// 10000 and 1000000) through the program, spread over the CPUs (the LRU
+/// lists are per CPU), then recounts. Every recorded flow must be counted.
+#[test]
+fn recount_walks_the_whole_connection_table() {
+    let n: u32 = std::env::var("LB_WALK_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    // No flood guard: every SYN is recorded.
+    let config = base_config().replace("[global]\n", "[global]\nnew_flow_limit = 0\n");
+    let Some(mut dp) = dataplane("recount_walk", &config) else { return };
+    let idle = lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 };
+    let before = dp.reconcile_active(idle).expect("recount").active;
+    // A SYN template to the Maglev VIP; each flow rewrites the source address and port.
+    let frame = syn(Ipv4Addr::new(198, 19, 0, 0), 0, 81).build();
+    let (src_at, sport_at) = (14 + 12, 14 + 20);
+    let cpus = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as u32;
+    let started = Instant::now();
+    let mut input = frame.clone();
+    let mut out = vec![0u8; frame.len() + 256];
+    for i in 0..n {
+        if i % (n / cpus + 1) == 0 {
+            pin_to_cpu((i / (n / cpus + 1)) as usize);
+        }
+        input[src_at..src_at + 4].copy_from_slice(&[198, 19, (i >> 12) as u8, (i >> 4) as u8]);
+        input[sport_at..sport_at + 2].copy_from_slice(&(1024 + (i & 0xf) as u16).to_be_bytes());
+        let r = dp
+            .balancer()
+            .test_run(TestRunOptions { data_in: Some(&input), data_out: Some(&mut out), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        assert_eq!(r.return_value, XDP_TX, "flow {i}");
+    }
+    let filled = started.elapsed();
+    let report = dp.reconcile_active(idle).expect("recount");
+    println!(
+        "{n} flows recorded in {filled:.2?}; recount: {} entries, {} active, walk and writes {:.2?} ({:.0} ns/entry)",
+        report.entries,
+        report.active,
+        report.took,
+        report.took.as_nanos() as f64 / report.entries.max(1) as f64
+    );
+    assert!(report.entries >= n as u64, "walked {} of at least {n} entries", report.entries);
+    assert_eq!(report.active, before + n as u64, "every recorded flow is counted once");
+}
+
+#[test]
+fn least_connections_follows_a_weight_change() {
+    let backends = [("198.18.0.91", 1), ("198.18.0.92", 1), ("198.18.0.93", 1)];
+    let with = |b: &[(&str, u32)]| format!("{}\n{}", base_config(), vip_toml(85, "least-connections", "", b));
+    let Some(mut dp) = dataplane("lc_weights", &with(&backends)) else { return };
+    dp.reconcile_active(lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 }).expect("recount");
+    let client = Ipv4Addr::new(198, 19, 9, 3);
+    let addrs: Vec<IpAddr> = backends.iter().map(|(a, _)| a.parse().unwrap()).collect();
+    let active = |dp: &Dataplane| addrs.iter().map(|a| active_of(dp, 85, *a)).collect::<Vec<_>>();
+    for i in 0..30u16 {
+        forward(&dp, &syn(client, 50_000 + i, 85)).expect("forwarded");
+    }
+    assert_eq!(active(&dp), vec![10, 10, 10], "equal weights, equal loads");
+    // The third backend's weight triples: it takes every new flow until it
+    // holds three times the others' load.
+    let tripled = [backends[0], backends[1], ("198.18.0.93", 3)];
+    let cfg = Config::from_toml_str(&with(&tripled)).expect("config");
+    dp.apply(&cfg).expect("apply");
+    for i in 0..20u16 {
+        assert_eq!(forward(&dp, &syn(client, 51_000 + i, 85)), Some(addrs[2]), "flow {i}: {:?}", active(&dp));
+    }
+    assert_eq!(active(&dp), vec![10, 10, 30]);
 }

@@ -246,7 +246,7 @@ fn trace_says_where_flows_go_and_why() {
     let port = 41_000 + (std::process::id() % 1000) as u16;
     let src = format!("{CLIENT}:{port}");
     let out = w.cli_ok(&["trace", &src, &w.udp.target().to_string(), "udp"]);
-    let predicted = arrow_target(&out, "new flow: maglev hash");
+    let predicted = arrow_target(&out, "new flow: hash");
     let flow = FlowKey::new(CLIENT.into(), port, VIP_V4.into(), 5353, IPPROTO_UDP);
     let entry = flow_hash(&flow) % RING;
     assert!(out.contains(&format!("ring entry {entry} of {RING}")), "{out}");

@@ -39,15 +39,11 @@ pub fn frame(ctx: &XdpContext, vip_slot: u32, backend: u32, verdict: (u32, u32))
     }
 }
 
-/// Adds 1 atomically (BPF_ATOMIC add, without fetch: any CPU version). The
-/// target has no atomic read-modify-write in `core`, hence the asm. The
-/// checks before it race, so a bound may be overshot by a record per CPU.
+/// Adds 1 atomically. The checks before it race, so a bound may be
+/// overshot by a record per CPU.
 #[inline(always)]
 fn bump(counter: &mut u64) {
-    // SAFETY: an aligned u64 in map memory that outlives the program run.
-    unsafe {
-        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter as *mut u64, in(reg) 1u64);
-    }
+    super::atomic::add(counter, 1);
 }
 
 // Out of line: the hot path of a capture that is off stays small.

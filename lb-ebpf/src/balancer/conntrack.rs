@@ -1,11 +1,13 @@
 //! The connection table: an established flow keeps its backend whatever
 //! happens to the rings, as long as the backend itself is still present.
+//! Each entry also says whether its flow is still active (see `ConnEntry`).
 
-use lb_common::{Backend, ConnEntry, FlowKey};
+use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 
 use super::{
+    active, atomic,
     maps::{CONNTRACK, FLOW_GUARD},
     select,
 };
@@ -13,7 +15,7 @@ use super::{
 /// Result of looking a flow up.
 pub enum Lookup {
     /// Entry found and its backend is still the one it was assigned.
-    Hit(u32, &'static Backend),
+    Hit(u32, &'static Backend, *mut ConnEntry),
     /// No entry.
     Miss,
     /// Entry found but its backend was removed (or its id reused).
@@ -22,20 +24,75 @@ pub enum Lookup {
 
 #[inline(always)]
 pub fn lookup(flow: &FlowKey) -> Lookup {
-    let Some(entry) = (unsafe { CONNTRACK.get(flow) }) else {
+    let Some(entry) = CONNTRACK.get_ptr_mut(flow) else {
         return Lookup::Miss;
     };
-    let (id, epoch) = (entry.backend, entry.epoch);
+    // SAFETY: a map value, valid for the program run.
+    let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
     match select::backend(id) {
-        Some(b) if b.epoch == epoch => Lookup::Hit(id, b),
+        Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
         _ => Lookup::Stale,
     }
 }
 
-/// Records the flow's backend; returns false if the table refused it.
+/// Coarse monotonic seconds, the clock of `ConnEntry::seen_s`.
+#[inline(always)]
+pub fn now_s() -> u32 {
+    (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+}
+
+/// Whether the flow has not been closed by a FIN or RST.
+#[inline(always)]
+pub fn is_open(entry: *mut ConnEntry) -> bool {
+    // SAFETY: a map value, valid for the program run.
+    unsafe { (*entry).flags & CONN_F_CLOSED == 0 }
+}
+
+/// A client packet of an established flow: records the second it was seen
+/// (a write at most once a second per flow), and closes the flow on FIN/RST.
+#[inline(always)]
+pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
+    let now = now_s();
+    // SAFETY: a map value, valid for the program run; a racing writer on
+    // another CPU writes the same second.
+    unsafe {
+        if (*entry).seen_s != now {
+            (*entry).seen_s = now;
+        }
+    }
+    if fin_or_rst {
+        close(entry, id);
+    }
+}
+
+/// Marks the flow closed; whoever sets the flag first takes it off its
+/// backend's active count, so a FIN then a RST (or two CPUs) count once.
+#[inline(always)]
+pub fn close(entry: *mut ConnEntry, id: u32) {
+    if !is_open(entry) {
+        return;
+    }
+    // `flags` and `seen_s` share the 8-aligned second word of the entry;
+    // `flags` is its low half (little endian), which is all this changes.
+    const _: () = assert!(core::mem::offset_of!(ConnEntry, flags) == 8);
+    // SAFETY: a map value (8-aligned), valid for the program run.
+    let word = unsafe { core::ptr::addr_of_mut!((*entry).flags) } as *mut u64;
+    let before = atomic::fetch_or(word, CONN_F_CLOSED as u64) as u32;
+    if before & CONN_F_CLOSED == 0 {
+        active::closed(id);
+    }
+}
+
+/// Records the flow's backend (counted active); returns false if the table
+/// refused it.
 #[inline(always)]
 pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
-    CONNTRACK.insert(flow, &ConnEntry { backend: id, epoch: backend.epoch }, 0).is_ok()
+    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen_s: now_s() };
+    let recorded = CONNTRACK.insert(flow, &entry, 0).is_ok();
+    if recorded {
+        active::opened(id);
+    }
+    recorded
 }
 
 /// The flood guard: whether this CPU may record one more new flow in the

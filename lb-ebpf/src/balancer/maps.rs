@@ -66,3 +66,7 @@ pub static BACKEND_FLOWS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_B
 /// walks the whole weighted sequence on its own.
 #[map(name = "RR_NEXT")]
 pub static RR_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Active connections per backend id (see `active`).
+#[map(name = "BACKEND_ACTIVE")]
+pub static BACKEND_ACTIVE: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);

@@ -1,6 +1,8 @@
 //! The balancer program's own pieces: its maps, counters, connection table
 //! and backend selection.
 
+pub mod active;
+pub mod atomic;
 pub mod capture;
 pub mod conntrack;
 pub mod counters;

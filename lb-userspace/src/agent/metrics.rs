@@ -126,6 +126,27 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
     );
     family(
         &mut out,
+        "lb_backend_active_connections",
+        "gauge",
+        "Flows in the connection table that are current, not closed by a client FIN/RST and seen within the idle timeout.",
+        per_backend(s, |b| Some(b.active_connections as f64)),
+    );
+    family(
+        &mut out,
+        "lb_active_recount_seconds",
+        "gauge",
+        "How long the last recount of active connections (a connection-table walk) took.",
+        [(vec![], s.active_recount.took_ms / 1e3)],
+    );
+    family(
+        &mut out,
+        "lb_conntrack_entries",
+        "gauge",
+        "Connection-table entries the last active-connection recount read.",
+        [(vec![], s.active_recount.entries as f64)],
+    );
+    family(
+        &mut out,
         "lb_backend_up",
         "gauge",
         "1 when the backend's health checks pass (always 1 without checks).",

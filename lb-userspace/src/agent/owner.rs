@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     config::{AdminState, BackendSpec, CheckKind, Config, ConfigError, VipId, VipSpec},
-    dataplane::Dataplane,
+    dataplane::{ActiveReport, Counted, Dataplane, IdleTimeouts},
 };
 
 /// A change asked for through the API.
@@ -132,6 +132,8 @@ pub struct Status {
     /// Announcements through BIRD (`None`: no `[bgp]` table).
     pub bgp: Option<super::bgp::BgpStatus>,
     pub hot_spot: HotSpotStatus,
+    /// The agent's recounts of active connections.
+    pub active_recount: ActiveRecount,
 }
 
 /// The hot-spot controller's settings and latest weight changes.
@@ -143,6 +145,18 @@ pub struct HotSpotStatus {
     pub adjustments_total: u64,
     /// The latest weight changes, oldest first.
     pub adjustments: Vec<super::hotspot::Adjustment>,
+}
+
+/// `Status::active_recount`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ActiveRecount {
+    pub recounts: u64,
+    /// Connection-table entries the last recount read.
+    pub entries: u64,
+    /// Active flows it found, over all backends.
+    pub active: u64,
+    /// How long it took (the walk and the counter writes).
+    pub took_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -182,6 +196,8 @@ pub struct BackendStatus {
     pub bytes: u64,
     /// New flows the ring gave it since the data path was loaded.
     pub new_flows: u64,
+    /// Active connections (see README, "Balancing algorithms").
+    pub active_connections: u64,
     pub probe: Option<ProbeStatus>,
     /// The backend's agent check (`None`: the VIP has none).
     pub agent: Option<AgentStatus>,
@@ -225,6 +241,10 @@ pub struct Owner {
     slowstart: SlowStart,
     agents: AgentMonitor,
     hotspot: super::hotspot::Controller,
+    /// Active-connection recounts done, and the last one.
+    recounts: u64,
+    last_recount: Option<ActiveReport>,
+    recount_running: bool,
 }
 
 impl Owner {
@@ -247,6 +267,9 @@ impl Owner {
             slowstart: SlowStart::default(),
             agents: AgentMonitor::default(),
             hotspot: Default::default(),
+            recounts: 0,
+            last_recount: None,
+            recount_running: false,
         }
     }
 
@@ -320,6 +343,10 @@ impl Owner {
     ) -> Dataplane {
         let mut agent_events = self.agents.take_events();
         let mut hotspot_at = tokio::time::Instant::now();
+        let every = Duration::from_millis(self.config.global.active_reconcile_ms);
+        let mut recount = tokio::time::interval(every);
+        recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (counted_tx, mut counted_rx) = mpsc::channel(1);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -332,6 +359,8 @@ impl Owner {
                 Some(ev) = agent_events.recv() => self.on_agent(ev),
                 // Armed only while a slow start ramps.
                 _ = slowstart::until(self.slowstart.next_step(Instant::now())) => self.resync("a slow-start step"),
+                _ = recount.tick() => self.start_recount(&counted_tx),
+                Some(counted) = counted_rx.recv() => self.finish_recount(counted),
             }
         }
         self.dp
@@ -349,6 +378,39 @@ impl Owner {
             && let Err(e) = self.sync()
         {
             warn!(error = %e, "applying a hot-spot weight change failed");
+        }
+    }
+
+    /// Starts a recount of active connections (see `dataplane::active`) on
+    /// a blocking thread, unless one is still running: a walk of a full
+    /// table takes about half a second, which requests should not wait for.
+    fn start_recount(&mut self, done: &mpsc::Sender<std::io::Result<Counted>>) {
+        if self.recount_running {
+            return;
+        }
+        let g = &self.config.global;
+        let idle = IdleTimeouts { tcp_s: g.tcp_idle_timeout_s, udp_s: g.udp_idle_timeout_s };
+        match self.dp.prepare_recount(idle) {
+            Ok(job) => {
+                self.recount_running = true;
+                let done = done.clone();
+                tokio::task::spawn_blocking(move || done.blocking_send(job.run()));
+            }
+            Err(e) => warn!(error = %e, "recounting active connections failed"),
+        }
+    }
+
+    /// Overwrites the active-connection counters with the recount's.
+    fn finish_recount(&mut self, counted: std::io::Result<Counted>) {
+        self.recount_running = false;
+        let written =
+            counted.map_err(|e| e.to_string()).and_then(|c| self.dp.finish_recount(c).map_err(|e| e.to_string()));
+        match written {
+            Ok(report) => {
+                self.recounts += 1;
+                self.last_recount = Some(report);
+            }
+            Err(e) => warn!(error = %e, "recounting active connections failed"),
         }
     }
 
@@ -546,6 +608,7 @@ impl Owner {
                             packets: c.packets,
                             bytes: c.bytes,
                             new_flows: c.new_flows,
+                            active_connections: c.active,
                             probe,
                             agent,
                             hot_spot: self
@@ -593,6 +656,12 @@ impl Owner {
                 factor: self.config.hot_spot.factor,
                 adjustments_total: self.hotspot.adjustments_total(),
                 adjustments: self.hotspot.adjustments(),
+            },
+            active_recount: ActiveRecount {
+                recounts: self.recounts,
+                entries: self.last_recount.map_or(0, |r| r.entries),
+                active: self.last_recount.map_or(0, |r| r.active),
+                took_ms: self.last_recount.map_or(0.0, |r| r.took.as_secs_f64() * 1e3),
             },
         }
     }

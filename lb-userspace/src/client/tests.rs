@@ -29,6 +29,7 @@ fn status() -> Status {
         packets: 10,
         bytes: 3 << 20,
         new_flows: 1,
+        active_connections: 2,
         probe: probe.map(|r| ProbeStatus {
             health,
             consecutive_ok: 0,
@@ -88,6 +89,7 @@ fn status() -> Status {
         last_rebuild_ms: 12.34,
         bgp: None,
         hot_spot: Default::default(),
+        active_recount: Default::default(),
     }
 }
 
@@ -117,9 +119,9 @@ fn human_status() {
             "\n198.18.100.1:80/tcp  ipip  ring 65537  fingerprint 0011223344556677  1234 packets  check http\n"
         )
     );
-    assert!(text.contains("  BACKEND      STATE  HEALTH  PLACEMENT  WEIGHT  PACKETS  BYTES    LAST PROBE\n"));
+    assert!(text.contains("  BACKEND      STATE  HEALTH  PLACEMENT  WEIGHT  ACTIVE  PACKETS  BYTES    LAST PROBE\n"));
     assert!(text.contains(
-        "  198.18.0.12  drain  down    draining   2/0     10       3.0 MiB  connect: refused (downinter 2000 ms)\n"
+        "  198.18.0.12  drain  down    draining   2/0     2       10       3.0 MiB  connect: refused (downinter 2000 ms)\n"
     ));
     assert!(text.contains("  http status 200\n"), "the plain interval is not shown");
     assert!(text.contains("drops:\n  drop_no_backend  4\n") && !text.contains("drop_fragment"));
@@ -129,6 +131,17 @@ fn human_status() {
             && text.contains("  1m15s ago  198.18.100.1:80/tcp  198.18.0.12  down  check 6 failed\n")
     );
     assert_eq!(text.matches(" ago ").count(), 5);
+    // A per-instance algorithm is named, with the reason, under the VIP's line.
+    let mut s = status();
+    s.vips[0].algorithm = lb::config::Algorithm::RoundRobin;
+    s.vips[0].per_instance = vec!["round-robin: new flows are placed from this instance's own state".into()];
+    let text = status_text(&StatusView::deserialize(serde_json::to_value(s).unwrap()).unwrap(), 0);
+    assert!(
+        text.contains(
+            "packets  check http  round-robin\n  per instance: round-robin: new flows are placed from this instance's own state\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -177,6 +190,23 @@ fn vip_add_body() {
     );
     // What the agent parses it with.
     serde_json::from_value::<lb::config::VipSpec>(body).unwrap();
+    // The algorithm and its acknowledgement.
+    let cli = Cli::try_parse_from([
+        "lb",
+        "vip",
+        "add",
+        "198.18.100.7:80/tcp",
+        "--algorithm",
+        "least-connections",
+        "--per-instance",
+    ])
+    .unwrap();
+    let Command::Vip { command: VipCommand::Add(args) } = cli.command else { panic!("parsed as something else") };
+    let body = vip_spec(args);
+    assert_eq!((&body["algorithm"], &body["per_instance"]), (&json!("least-connections"), &json!(true)));
+    let spec = serde_json::from_value::<lb::config::VipSpec>(body).unwrap();
+    assert_eq!(spec.algorithm, Some(lb::config::Algorithm::LeastConnections));
+    assert!(Cli::try_parse_from(["lb", "vip", "add", "198.18.100.7:80/tcp", "--algorithm", "random"]).is_err());
 }
 
 #[test]

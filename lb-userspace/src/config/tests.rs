@@ -186,7 +186,7 @@ fn algorithm_defaults_to_maglev_and_parses() {
     assert!("random".parse::<Algorithm>().unwrap_err().contains("not an algorithm"));
     let e = err(&GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"random\"\n"));
     assert!(e.contains("random") && e.contains("source-hash"), "{e}");
-    for a in [Algorithm::Maglev, Algorithm::SourceHash, Algorithm::RoundRobin] {
+    for a in [Algorithm::Maglev, Algorithm::SourceHash, Algorithm::RoundRobin, Algorithm::LeastConnections] {
         assert_eq!(Algorithm::from_code(a.code()), a);
     }
 }
@@ -214,4 +214,37 @@ fn per_instance_algorithms_need_an_acknowledgement_with_bgp() {
         toml::from_str("address = \"198.19.0.1\"\nport = 80\nprotocol = \"tcp\"\nalgorithm = \"round-robin\"").unwrap();
     let e = with_bgp.with_vip(spec).unwrap_err().to_string();
     assert!(e.starts_with("vip[2].per_instance:"), "{e}");
+}
+
+#[test]
+fn least_connections_is_bounded_and_counting_keys_have_defaults() {
+    let lc = GOOD.replace("port = 80\n", "port = 80\nalgorithm = \"least-connections\"\n");
+    let c = Config::from_toml_str(&lc).unwrap();
+    assert_eq!(c.vips[0].algorithm, Algorithm::LeastConnections);
+    assert!(c.vips[0].algorithm.per_instance());
+    let g = &c.global;
+    assert_eq!((g.active_reconcile_ms, g.tcp_idle_timeout_s, g.udp_idle_timeout_s), (1000, 300, 30));
+    let mut many = lc.clone();
+    for i in 0..LC_MAX_CANDIDATES {
+        many.push_str(&format!("  [[vip.backend]]\n  address = \"198.19.{}.{}\"\n", i / 250, i % 250 + 1));
+    }
+    // Appended to the last VIP (the IPv6 one): move them to a least-connections v4 VIP.
+    let many = many.replace("[[vip]]\naddress = \"2001:db8:100::1\"", "[[vip]]\naddress = \"198.18.100.9\"");
+    let many = many.replace("forwarding = \"l2dsr\"\nring_size = 251\n", "algorithm = \"least-connections\"\n");
+    let many =
+        many.replace("address = \"2001:db8::11\"\n  mac = \"02:00:00:00:11:01\"\n", "address = \"198.18.0.99\"\n");
+    let e = err(&many);
+    assert!(e.starts_with("vip[1].backend: 257 backends; a least-connections VIP may have at most 256"), "{e}");
+    let keys = "[global]\nactive_reconcile_ms = 250\ntcp_idle_timeout_s = 600\nudp_idle_timeout_s = 5\n";
+    let c = Config::from_toml_str(&GOOD.replace("[global]\n", keys)).unwrap();
+    let g = &c.global;
+    assert_eq!((g.active_reconcile_ms, g.tcp_idle_timeout_s, g.udp_idle_timeout_s), (250, 600, 5));
+    for (bad, key) in [
+        ("active_reconcile_ms = 10", "global.active_reconcile_ms"),
+        ("tcp_idle_timeout_s = 0", "global.tcp_idle_timeout_s"),
+        ("udp_idle_timeout_s = 86401", "global.udp_idle_timeout_s"),
+    ] {
+        let e = err(&GOOD.replace("[global]\n", &format!("[global]\n{bad}\n")));
+        assert!(e.starts_with(key), "{bad}: {e}");
+    }
 }

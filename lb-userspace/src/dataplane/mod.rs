@@ -23,11 +23,13 @@ use lb_common::{
     types::{addr_words, words_addr},
 };
 
+mod active;
 mod capture;
 mod pin;
 mod query;
 mod tables;
 
+pub use active::{ActiveReport, Counted, IdleTimeouts, Recount};
 pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
@@ -86,6 +88,8 @@ struct Applied {
     backends: HashMap<BackendIdentity, u32>,
     /// Last epoch given out per backend id.
     epochs: BTreeMap<u32, u32>,
+    /// Weight written in each present backend's entry.
+    weights: HashMap<u32, u32>,
     vips: HashMap<VipKey, AppliedVip>,
 }
 
@@ -180,7 +184,10 @@ impl Dataplane {
                 continue;
             }
             let id = match self.applied.backends.get(&identity) {
-                Some(&id) => id,
+                Some(&id) => {
+                    self.sync_weight(id, b.weight)?;
+                    id
+                }
                 None => {
                     let id = next_free
                         .find(|id| !in_use.contains(id))
@@ -198,10 +205,17 @@ impl Dataplane {
                         state: BACKEND_F_PRESENT,
                         epoch,
                         vip_slot,
+                        weight: b.weight,
+                        _pad: 0,
                     };
+                    // The id's count restarts with its new owner.
+                    array::<u64>(&mut self.ebpf, maps::BACKEND_ACTIVE)?
+                        .set(id, 0, 0)
+                        .map_err(map_err(maps::BACKEND_ACTIVE))?;
                     array::<Backend>(&mut self.ebpf, maps::BACKENDS)?
                         .set(id, entry, 0)
                         .map_err(map_err(maps::BACKENDS))?;
+                    self.applied.weights.insert(id, b.weight);
                     self.applied.epochs.insert(id, epoch);
                     self.applied.backends.insert(identity, id);
                     report.backends_added += 1;
@@ -211,6 +225,21 @@ impl Dataplane {
             ids.insert(identity, id);
         }
         Ok(ids)
+    }
+
+    /// Rewrites a backend's entry when its effective weight changed (only
+    /// least-connections reads it; the other fields are written unchanged, so
+    /// a packet reading the entry meanwhile sees a valid backend either way).
+    fn sync_weight(&mut self, id: u32, weight: u32) -> Result<()> {
+        if self.applied.weights.get(&id) == Some(&weight) {
+            return Ok(());
+        }
+        let mut backends = array::<Backend>(&mut self.ebpf, maps::BACKENDS)?;
+        let mut entry = backends.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
+        entry.weight = weight;
+        backends.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
+        self.applied.weights.insert(id, weight);
+        Ok(())
     }
 
     fn apply_vip(
@@ -341,6 +370,7 @@ impl Dataplane {
             let entry = Backend { epoch, vip_slot: u32::MAX, ..Backend::default() };
             array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
             self.applied.backends.remove(&identity);
+            self.applied.weights.remove(&id);
             report.backends_removed += 1;
         }
         Ok(())

@@ -60,7 +60,7 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 15] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 16] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
@@ -73,6 +73,7 @@ const PINNED_MAPS: [(&str, usize, usize, u32); 15] = [
     (maps::BACKEND_FLOWS, 4, size_of::<u64>(), MAX_BACKENDS),
     (maps::FLOW_GUARD, 4, size_of::<lb_common::FlowGuard>(), 1),
     (maps::RR_NEXT, 4, size_of::<u32>(), MAX_VIPS),
+    (maps::BACKEND_ACTIVE, 4, size_of::<u64>(), MAX_BACKENDS),
     // Pinned so `lb capture` reads the records itself; a ring buffer has no
     // key or value, its size is its max entries.
     (maps::CAPTURE, 0, 0, CAPTURE_RING_BYTES),
@@ -208,6 +209,7 @@ impl Dataplane {
             }
             let Some(vip) = by_slot.get(&b.vip_slot) else { continue };
             let mac = (b.mac != [0; 6]).then_some(Mac(b.mac));
+            applied.weights.insert(id, b.weight);
             applied.backends.insert((*vip, words_addr(b.addr, b.family), mac), id);
         }
         Ok(applied)

@@ -46,6 +46,9 @@ pub struct BackendTraffic {
     pub bytes: u64,
     /// New flows the ring gave it (including re-picks of others' flows).
     pub new_flows: u64,
+    /// Active connections (`BACKEND_ACTIVE`: kept by the program, recounted
+    /// by the agent; a transient negative value reads as 0).
+    pub active: u64,
 }
 
 impl Dataplane {
@@ -133,10 +136,12 @@ impl Dataplane {
     pub fn backend_counters(&self) -> Result<Vec<(VipKey, IpAddr, BackendTraffic)>> {
         let stats = self.per_cpu::<Counters>(maps::BACKEND_STATS)?;
         let flows = self.per_cpu::<u64>(maps::BACKEND_FLOWS)?;
+        let active = self.array_ro::<u64>(maps::BACKEND_ACTIVE)?;
         let mut out = Vec::with_capacity(self.applied.backends.len());
         for ((vip, addr, _), id) in &self.applied.backends {
             let c = stats.get(id, 0).map_err(map_err(maps::BACKEND_STATS))?;
             let f = flows.get(id, 0).map_err(map_err(maps::BACKEND_FLOWS))?;
+            let a = active.get(id, 0).map_err(map_err(maps::BACKEND_ACTIVE))?;
             out.push((
                 *vip,
                 *addr,
@@ -144,6 +149,7 @@ impl Dataplane {
                     packets: c.iter().map(|c| c.packets).sum(),
                     bytes: c.iter().map(|c| c.bytes).sum(),
                     new_flows: f.iter().sum(),
+                    active: (a as i64).max(0) as u64,
                 },
             ));
         }

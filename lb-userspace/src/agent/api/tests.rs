@@ -29,6 +29,7 @@ impl Control for Fake {
             last_rebuild_ms: 0.5,
             bgp: None,
             hot_spot: Default::default(),
+            active_recount: Default::default(),
         })
     }
     async fn metrics(&self) -> Result<String, ApiError> {

@@ -18,6 +18,7 @@ fn status() -> Status {
         packets: 10,
         bytes: 1500,
         new_flows: 4,
+        active_connections: 3,
         probe,
         agent: None,
         hot_spot: None,
@@ -94,6 +95,7 @@ fn status() -> Status {
         last_rebuild_ms: 12.5,
         bgp: None,
         hot_spot: Default::default(),
+        active_recount: Default::default(),
     }
 }
 
@@ -123,6 +125,8 @@ fn exact_lines() {
         "lb_table_rebuild_seconds_total 0.25",
         "lb_last_table_rebuild_seconds 0.0125",
         "lb_uptime_seconds 3600",
+        r#"lb_backend_active_connections{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 3"#,
+        "lb_conntrack_entries 0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }

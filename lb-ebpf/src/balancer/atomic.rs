@@ -1,0 +1,25 @@
+//! BPF atomic instructions. The target has no atomic read-modify-write in
+//! `core`, hence the asm (aya-ebpf uses it too).
+
+/// `*counter += delta` atomically (BPF_ATOMIC add without fetch: any CPU
+/// version of the instruction set).
+#[inline(always)]
+pub fn add(counter: *mut u64, delta: u64) {
+    // SAFETY: callers pass an aligned u64 in map memory that outlives the
+    // program run.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter, in(reg) delta);
+    }
+}
+
+/// `*word |= bits` atomically; returns the value before. 64-bit: the
+/// 32-bit form needs the alu32 registers the target does not enable.
+#[inline(always)]
+pub fn fetch_or(word: *mut u64, bits: u64) -> u64 {
+    let mut v = bits;
+    // SAFETY: as in `add`.
+    unsafe {
+        core::arch::asm!("{0} = atomic_fetch_or((u64 *)({1} + 0), {0})", inout(reg) v, in(reg) word);
+    }
+    v
+}

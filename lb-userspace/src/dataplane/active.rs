@@ -1,0 +1,223 @@
+//! Active connections: the agent's recount of the connection table.
+//!
+//! The program keeps `BACKEND_ACTIVE` up to date on its own (+1 when a flow
+//! is recorded, -1 on the client's first FIN or RST), but it never sees a
+//! flow end silently: UDP, a TCP flow whose FIN it missed, an entry the LRU
+//! evicted. So the agent periodically walks `CONNTRACK`, counts per backend
+//! the entries that are current (backend id and epoch still valid), not
+//! closed and seen within their protocol's idle timeout, and overwrites the
+//! counters with that. Flows opened while the walk runs and counted by the
+//! program before the overwrite are lost from the count until the next walk
+//! (at most the new-flow rate times the walk time).
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Map, MapData};
+use lb_common::{CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS, consts::maps, net::IPPROTO_TCP};
+
+use super::{Dataplane, DataplaneError, Result, array, map_err};
+
+/// Idle timeouts of the count, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleTimeouts {
+    pub tcp_s: u32,
+    pub udp_s: u32,
+}
+
+/// What one recount found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActiveReport {
+    /// Connection-table entries read.
+    pub entries: u64,
+    /// Of those, active flows (the sum of the new counters).
+    pub active: u64,
+    /// How long the walk and the writes took.
+    pub took: Duration,
+}
+
+/// Whether an entry counts as an active flow of a backend whose current
+/// epoch is `epoch` (None: the id is not in use).
+pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now_s: u32, idle: IdleTimeouts) -> bool {
+    let timeout = if key.proto == IPPROTO_TCP { idle.tcp_s } else { idle.udp_s };
+    epoch == Some(entry.epoch) && entry.flags & CONN_F_CLOSED == 0 && now_s.saturating_sub(entry.seen_s) <= timeout
+}
+
+/// CLOCK_MONOTONIC_COARSE in seconds: the program's `ConnEntry::seen_s` clock
+/// (bpf_ktime_get_coarse_ns).
+pub fn coarse_now_s() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
+}
+
+/// A recount prepared by the owner of the maps, to run on any thread: it
+/// holds its own descriptor of the connection table and a snapshot of the
+/// backend epochs, so the walk does not hold up the owner.
+pub struct Recount {
+    table: OwnedFd,
+    /// Current epoch per backend id in use, indexed by id.
+    epochs: Vec<Option<u32>>,
+    idle: IdleTimeouts,
+    started: Instant,
+}
+
+/// What a [`Recount`] found, for [`Dataplane::finish_recount`].
+pub struct Counted {
+    epochs: Vec<Option<u32>>,
+    active: Vec<u64>,
+    entries: u64,
+    started: Instant,
+}
+
+impl Recount {
+    /// Walks the table (the slow part: about 0.45 us per entry).
+    pub fn run(self) -> io::Result<Counted> {
+        let now = coarse_now_s();
+        let (epochs, idle) = (self.epochs, self.idle);
+        let mut active = vec![0u64; epochs.len()];
+        let mut entries = 0u64;
+        walk(self.table.as_fd(), |key, entry| {
+            entries += 1;
+            let id = entry.backend as usize;
+            if id < epochs.len() && counts(key, entry, epochs[id], now, idle) {
+                active[id] += 1;
+            }
+        })?;
+        Ok(Counted { epochs, active, entries, started: self.started })
+    }
+}
+
+impl Dataplane {
+    /// Recounts active connections and overwrites `BACKEND_ACTIVE` of every
+    /// backend in use, on this thread.
+    pub fn reconcile_active(&mut self, idle: IdleTimeouts) -> Result<ActiveReport> {
+        let counted = self.prepare_recount(idle)?.run().map_err(walk_error)?;
+        self.finish_recount(counted)
+    }
+
+    /// Snapshots what a recount needs.
+    pub fn prepare_recount(&self, idle: IdleTimeouts) -> Result<Recount> {
+        let started = Instant::now();
+        // Indexed by backend id: the walk does no hashing per entry.
+        let mut epochs: Vec<Option<u32>> = vec![None; MAX_BACKENDS as usize];
+        for id in self.applied.backends.values() {
+            epochs[*id as usize] = Some(self.applied.epochs.get(id).copied().unwrap_or(0));
+        }
+        let table = self.conntrack_data()?.fd().as_fd().try_clone_to_owned().map_err(walk_error)?;
+        Ok(Recount { table, epochs, idle, started })
+    }
+
+    /// Writes a recount's counts for the backends that are still the ones
+    /// it counted (an id given to a new backend meanwhile keeps its count).
+    pub fn finish_recount(&mut self, counted: Counted) -> Result<ActiveReport> {
+        let current: Vec<(u32, u32)> =
+            self.applied.backends.values().map(|id| (*id, self.applied.epochs.get(id).copied().unwrap_or(0))).collect();
+        let mut counters = array::<u64>(&mut self.ebpf, maps::BACKEND_ACTIVE)?;
+        let mut total = 0;
+        for (id, epoch) in current {
+            if counted.epochs[id as usize] == Some(epoch) {
+                counters.set(id, counted.active[id as usize], 0).map_err(map_err(maps::BACKEND_ACTIVE))?;
+                total += counted.active[id as usize];
+            }
+        }
+        Ok(ActiveReport { entries: counted.entries, active: total, took: counted.started.elapsed() })
+    }
+
+    fn conntrack_data(&self) -> Result<&MapData> {
+        match self.ebpf.map(maps::CONNTRACK) {
+            Some(Map::LruHashMap(data) | Map::HashMap(data)) => Ok(data),
+            _ => Err(DataplaneError::MissingMap(maps::CONNTRACK)),
+        }
+    }
+}
+
+fn walk_error(e: io::Error) -> DataplaneError {
+    map_err(maps::CONNTRACK)(aya::maps::MapError::SyscallError(syscall_error("map_lookup_batch", e)))
+}
+
+fn syscall_error(call: &'static str, io_error: io::Error) -> aya::sys::SyscallError {
+    aya::sys::SyscallError { call, io_error }
+}
+
+/// `union bpf_attr` for the BPF_MAP_*_BATCH commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries fetched per system call.
+const BATCH: usize = 8192;
+
+/// Calls `f` for every entry of the connection table, `BATCH` entries per
+/// system call (BPF_MAP_LOOKUP_BATCH; a hash map's batch cursor is a u32
+/// bucket index). Entries added or removed during the walk may be missed or
+/// seen once more, as with any walk of a live hash map.
+fn walk(fd: BorrowedFd<'_>, mut f: impl FnMut(&FlowKey, &ConnEntry)) -> io::Result<()> {
+    let mut keys = vec![FlowKey::default(); BATCH];
+    let mut values = vec![ConnEntry::default(); BATCH];
+    let (mut cursor_in, mut cursor_out) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &cursor_in as *const u32 as u64 },
+            out_batch: &mut cursor_out as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attribute points to live buffers of BATCH keys and
+        // values and to the two cursors; the kernel writes no more than that.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, size_of::<BatchAttr>())
+        };
+        let error = (rc < 0).then(io::Error::last_os_error);
+        // The kernel sets `count` to the entries copied, also with ENOENT.
+        let n = (attr.count as usize).min(BATCH);
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            f(k, v);
+        }
+        match error {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        cursor_in = cursor_out;
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_counts_as_active() {
+        let idle = IdleTimeouts { tcp_s: 300, udp_s: 30 };
+        let tcp = FlowKey { proto: IPPROTO_TCP, ..FlowKey::default() };
+        let udp = FlowKey { proto: lb_common::net::IPPROTO_UDP, ..FlowKey::default() };
+        let e = ConnEntry { backend: 3, epoch: 7, flags: 0, seen_s: 1000 };
+        assert!(counts(&tcp, &e, Some(7), 1300, idle));
+        assert!(!counts(&tcp, &e, Some(7), 1301, idle), "idle past the TCP timeout");
+        assert!(counts(&udp, &e, Some(7), 1030, idle) && !counts(&udp, &e, Some(7), 1031, idle));
+        assert!(!counts(&tcp, &e, Some(8), 1000, idle), "the id has a new owner");
+        assert!(!counts(&tcp, &e, None, 1000, idle), "the backend is gone");
+        assert!(!counts(&tcp, &ConnEntry { flags: CONN_F_CLOSED, ..e }, Some(7), 1000, idle), "closed");
+        assert!(counts(&tcp, &ConnEntry { seen_s: 1001, ..e }, Some(7), 1000, idle), "seen after the clock read");
+    }
+}
