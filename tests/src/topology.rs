@@ -731,6 +731,7 @@ impl Topology {
             }
             for line in &v.extra {
                 let _ = writeln!(s, "{line}");
+            }
             if let Some(a) = &v.algorithm {
                 let _ = writeln!(s, "algorithm = \"{a}\"");
                 if a == "round-robin" || a == "least-connections" {
