@@ -16,19 +16,22 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Copies a `T` out of the frame at `offset` (the frame may hold it at any
-/// alignment; the copy is aligned).
+/// Copies a `T` out of the frame at `offset`. `T` is one of the 2-byte
+/// aligned header types ([`crate::headers`]) at an even offset: the frame
+/// starts 2-byte aligned (XDP headroom; the programs move the head by even
+/// amounts only), so the read is aligned and LLVM emits 16-bit loads
+/// instead of byte loads.
 #[inline(always)]
 pub fn load<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     let p = ptr_at::<T>(ctx, offset)?;
-    Some(unsafe { p.read_unaligned() })
+    Some(unsafe { p.read() })
 }
 
-/// Writes a `T` into the frame at `offset`.
+/// Writes a `T` into the frame at `offset` (aligned as for [`load`]).
 #[inline(always)]
 pub fn store<T>(ctx: &XdpContext, offset: usize, value: T) -> Option<()> {
     let p = ptr_at::<T>(ctx, offset)?;
-    unsafe { p.write_unaligned(value) };
+    unsafe { p.write(value) };
     Some(())
 }
 

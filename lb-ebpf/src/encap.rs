@@ -11,7 +11,7 @@ use lb_common::{
 
 use crate::{
     bounds::{MAX_L2_LEN, bounded, load, store},
-    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
+    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr, to_w32, to_w128},
     parse::L2,
 };
 
@@ -101,8 +101,8 @@ pub fn ipip_v4(
         ttl: ENCAP_TTL,
         proto: IPPROTO_IPIP,
         check: 0,
-        saddr: src,
-        daddr: dst,
+        saddr: to_w32(src),
+        daddr: to_w32(dst),
     };
     let words: [u16; 10] = unsafe { core::mem::transmute(hdr) };
     hdr.check = ipv4_header_csum(&words);
@@ -138,8 +138,8 @@ pub fn ipip_v6(
         payload_len: (ip_len as u16).to_be(),
         nexthdr: IPPROTO_IPV6,
         hop_limit: ENCAP_TTL,
-        saddr: src,
-        daddr: dst,
+        saddr: to_w128(src),
+        daddr: to_w128(dst),
     };
     store(ctx, bounded(l2.len, MAX_L2_LEN)?, hdr)
 }

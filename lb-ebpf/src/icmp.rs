@@ -14,7 +14,7 @@ use lb_common::{
 use crate::{
     bounds::{MAX_L2_LEN, MAX_L4_OFFSET, bounded, copy_in, copy_out, csum_frame, frame_len, load},
     encap::SavedL2,
-    headers::{Ipv4Hdr, Ipv6Hdr},
+    headers::{Ipv4Hdr, Ipv6Hdr, to_w32, to_w128, w32, w128},
     parse::{Icmp, Packet, Parsed},
 };
 
@@ -67,8 +67,8 @@ pub fn parse_v4(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
     if inner_off + IPV4_HDR_LEN + 4 > ip_end {
         return Parsed::OtherProto;
     }
-    pkt.flow.src = [inner.daddr, 0, 0, 0];
-    pkt.flow.dst = [inner.saddr, 0, 0, 0];
+    pkt.flow.src = [w32(inner.daddr), 0, 0, 0];
+    pkt.flow.dst = [w32(inner.saddr), 0, 0, 0];
     pkt.flow.sport = ports.dport;
     pkt.flow.dport = ports.sport;
     pkt.flow.proto = inner.proto;
@@ -103,8 +103,8 @@ pub fn parse_v6(ctx: &XdpContext, mut pkt: Packet, l4: usize) -> Parsed {
     if inner_off + IPV6_HDR_LEN + 4 > ip_end {
         return Parsed::OtherProto;
     }
-    pkt.flow.src = inner.daddr;
-    pkt.flow.dst = inner.saddr;
+    pkt.flow.src = w128(inner.daddr);
+    pkt.flow.dst = w128(inner.saddr);
     pkt.flow.sport = ports.dport;
     pkt.flow.dport = ports.sport;
     pkt.flow.proto = inner.nexthdr;
@@ -189,8 +189,8 @@ pub fn too_big_v4(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> Option<()> {
         proto: IPPROTO_ICMP,
         check: 0,
         // From the original destination back to the original source.
-        saddr: quote[4],
-        daddr: quote[3],
+        saddr: to_w32(quote[4]),
+        daddr: to_w32(quote[3]),
     };
     let words: [u16; 10] = unsafe { core::mem::transmute(ip) };
     ip.check = ipv4_header_csum(&words);
@@ -222,8 +222,8 @@ pub fn too_big_v6(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Option<()> {
         payload_len: (ICMP_LEN as u16).to_be(),
         nexthdr: IPPROTO_ICMPV6,
         hop_limit: ENCAP_TTL,
-        saddr: [quote[6], quote[7], quote[8], quote[9]],
-        daddr: [quote[2], quote[3], quote[4], quote[5]],
+        saddr: to_w128([quote[6], quote[7], quote[8], quote[9]]),
+        daddr: to_w128([quote[2], quote[3], quote[4], quote[5]]),
     };
     copy_in(ctx, l3, &ip)?;
     let mut icmp = IcmpHdr { kind: ICMPV6_PKT_TOO_BIG, code: 0, csum: 0, rest: mtu.to_be_bytes() };

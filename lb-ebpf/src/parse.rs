@@ -6,7 +6,7 @@ use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, MAX_VLAN_TAGS, net::*, stats, typ
 
 use crate::{
     bounds::{frame_len, ptr_at},
-    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, TcpHdrStart, UdpHdr, VlanHdr},
+    headers::{EthHdr, Ipv4Hdr, Ipv6Hdr, TcpHdrStart, UdpHdr, VlanHdr, w32, w128},
 };
 
 /// The link-layer header: its length (Ethernet + tags) and the ethertype
@@ -126,7 +126,7 @@ fn parse_ipv4(ctx: &XdpContext, l2: L2) -> Parsed {
     if ip_len < ihl * 4 || l2.len + ip_len > frame_len(ctx) {
         return Parsed::Malformed;
     }
-    let addr = [ip.daddr, 0, 0, 0];
+    let addr = [w32(ip.daddr), 0, 0, 0];
     let frag = u16::from_be(ip.frag_off);
     if frag & (IPV4_MF | IPV4_OFFSET_MASK) != 0 {
         return Parsed::AddrOnly { addr, family: FAMILY_V4, reason: stats::DROP_FRAGMENT };
@@ -137,7 +137,7 @@ fn parse_ipv4(ctx: &XdpContext, l2: L2) -> Parsed {
     if ip.proto == IPPROTO_ICMP {
         let pkt = Packet {
             l2,
-            flow: FlowKey { src: [ip.saddr, 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() },
+            flow: FlowKey { src: [w32(ip.saddr), 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() },
             tcp_flags: 0,
             ip_len: ip_len as u32,
             tos: ip.tos,
@@ -148,7 +148,7 @@ fn parse_ipv4(ctx: &XdpContext, l2: L2) -> Parsed {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Parsed::OtherProto;
     }
-    let mut flow = FlowKey { src: [ip.saddr, 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() };
+    let mut flow = FlowKey { src: [w32(ip.saddr), 0, 0, 0], dst: addr, family: FAMILY_V4, ..FlowKey::default() };
     let l4_room = ip_len - IPV4_HDR_LEN;
     parse_l4(ctx, l2, l2.len + IPV4_HDR_LEN, l4_room, ip.proto, &mut flow, ip_len, ip.tos, frag & IPV4_DF != 0)
 }
@@ -166,14 +166,14 @@ fn parse_ipv6(ctx: &XdpContext, l2: L2) -> Parsed {
     if l2.len + IPV6_HDR_LEN + payload > frame_len(ctx) {
         return Parsed::Malformed;
     }
-    let addr = ip.daddr;
+    let addr = w128(ip.daddr);
     let tclass = (ip.vtc_flow[0] << 4) | (ip.vtc_flow[1] >> 4);
     match ip.nexthdr {
         IPPROTO_TCP | IPPROTO_UDP => {}
         IPPROTO_ICMPV6 => {
             let pkt = Packet {
                 l2,
-                flow: FlowKey { src: ip.saddr, dst: addr, family: FAMILY_V6, ..FlowKey::default() },
+                flow: FlowKey { src: w128(ip.saddr), dst: addr, family: FAMILY_V6, ..FlowKey::default() },
                 tcp_flags: 0,
                 ip_len: (IPV6_HDR_LEN + payload) as u32,
                 tos: tclass,
@@ -189,7 +189,7 @@ fn parse_ipv6(ctx: &XdpContext, l2: L2) -> Parsed {
         }
         _ => return Parsed::OtherProto,
     }
-    let mut flow = FlowKey { src: ip.saddr, dst: addr, family: FAMILY_V6, ..FlowKey::default() };
+    let mut flow = FlowKey { src: w128(ip.saddr), dst: addr, family: FAMILY_V6, ..FlowKey::default() };
     parse_l4(ctx, l2, l2.len + IPV6_HDR_LEN, payload, ip.nexthdr, &mut flow, IPV6_HDR_LEN + payload, tclass, false)
 }
 

@@ -69,3 +69,45 @@ fn bench_runs_and_reports_every_key() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--compare`: lb's own object given again as a second build gets the
+/// same cases measured (every case a number for both builds); a malformed
+/// argument is refused naming it.
+#[test]
+fn compare_measures_every_build() {
+    if !is_root() {
+        eprintln!("skipped: needs root for BPF");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("lb-bench-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let obj = out.join("again.o");
+    std::fs::write(&obj, lb::objects::BALANCER).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_lb-bench"))
+        .args(["--rounds", "2", "--prog-runs", "300", "--out"])
+        .arg(&out)
+        .arg("--compare")
+        .arg(format!("again={}", obj.display()))
+        .output()
+        .expect("run lb-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "lb-bench failed: {}\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains("builds compared"), "{stdout}");
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
+    for build in ["lb", "again"] {
+        for case in ["floor", "tcp_syn", "tcp_ack", "udp", "tcp6_syn", "nonvip", "l2dsr_ack_1024flows"] {
+            let key = format!("compare.{build}.{case}");
+            assert!(report[&key].is_number(), "{key} = {}", report[&key]);
+            assert_eq!(report[format!("{key}.runs")], 2, "{key}: one figure per round");
+        }
+    }
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_lb-bench")).args(["--compare", "no-equals-sign"]).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--compare") && err.contains("no-equals-sign"), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -115,7 +115,13 @@ impl Dataplane {
     /// Loads the balancer object and its program (the verifier runs here);
     /// nothing is attached yet.
     pub fn load() -> Result<Dataplane> {
-        let mut ebpf = Ebpf::load(crate::objects::BALANCER)?;
+        Self::load_object(crate::objects::BALANCER)
+    }
+
+    /// [`Dataplane::load`] with another build of the balancer object (the
+    /// benchmark compares builds side by side).
+    pub fn load_object(object: &[u8]) -> Result<Dataplane> {
+        let mut ebpf = Ebpf::load(object)?;
         load_programs(&mut ebpf)?;
         Ok(Dataplane { ebpf, applied: Applied::default(), pins: None })
     }

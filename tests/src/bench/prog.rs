@@ -199,20 +199,7 @@ pub fn run(dp: &Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
             let drop = drop_prog(&drop_obj);
             let lb = dp.balancer();
             let before = dp.stats().ok();
-            // Establish the single flows and the pools.
-            for c in CASES.iter().filter(|c| c.kind != Kind::NotVip) {
-                match c.pattern {
-                    Pattern::Same if c.key != "floor" => {
-                        run_once(lb, &opener(c.kind, 0))?;
-                    }
-                    Pattern::Pool => {
-                        for lo in 0..POOL {
-                            run_once(lb, &opener(c.kind, lo))?;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            establish(lb)?;
             let t = std::time::Instant::now();
             measure_harness(lb, drop, budget, report)?;
             let t_harness = t.elapsed().as_secs_f64();
@@ -236,6 +223,71 @@ pub fn run(dp: &Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
     report.number("prog_ns.cpu", cpu as f64);
     report.number("prog_ns.backends_per_vip", super::config::BACKENDS as f64);
     Ok(())
+}
+
+/// Establishes the single flows and the pools of the cases.
+fn establish(lb: &Xdp) -> Result<()> {
+    for c in CASES.iter().filter(|c| c.kind != Kind::NotVip) {
+        match c.pattern {
+            Pattern::Same if c.key != "floor" => {
+                run_once(lb, &opener(c.kind, 0))?;
+            }
+            Pattern::Pool => {
+                for lo in 0..POOL {
+                    run_once(lb, &opener(c.kind, lo))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `--compare`: the harness figures of several builds of the balancer
+/// (each a [`Dataplane`] holding [`super::config::config`]), one round of
+/// each in turn so every round compares them under the same machine load.
+/// Writes `compare.<name>.<case>` and returns the table.
+pub fn compare_builds(builds: &[(String, Dataplane)], budget: &Budget, report: &mut Report) -> Result<Table> {
+    let cpu = sys::bench_cpu();
+    let one = Budget { rounds: 1, ..budget.clone() };
+    let mut net: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); CASES.len()]; builds.len()];
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            sys::pin_to_cpu(cpu)?;
+            let drop_obj = load_drop()?;
+            let drop = drop_prog(&drop_obj);
+            for (_, dp) in builds {
+                establish(dp.balancer())?;
+            }
+            for _ in 0..budget.rounds {
+                for (bi, (_, dp)) in builds.iter().enumerate() {
+                    let mut r = Report::default();
+                    measure_harness(dp.balancer(), drop, &one, &mut r)?;
+                    for (ci, c) in CASES.iter().enumerate() {
+                        net[bi][ci].extend(r.get(&format!("prog_ns.{}", c.key)));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })?;
+    let mut header = vec!["case"];
+    header.extend(builds.iter().map(|(n, _)| n.as_str()));
+    let mut t = Table::new("builds compared: harness ns net of the floor, median [min .. max] over rounds", &header);
+    for (ci, c) in CASES.iter().enumerate() {
+        let mut row = vec![c.key.to_string()];
+        for (bi, (name, _)) in builds.iter().enumerate() {
+            let key = format!("compare.{name}.{}", c.key);
+            if let Some(s) = Stat::of(&net[bi][ci]) {
+                report.stat(&key, s);
+            }
+            row.push(report.show(&key, 1));
+        }
+        t.row(row);
+    }
+    Ok(t)
 }
 
 fn harness_flows(c: &Case) -> Flows {

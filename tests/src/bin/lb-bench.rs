@@ -20,7 +20,7 @@ use lb_tests::topology::default_lb_bin;
 
 const USAGE: &str = "\
 Usage: lb-bench [--quick] [--lb-bin PATH] [--only PARTS] [--out DIR]
-                [--rounds N] [--prog-runs N]
+                [--rounds N] [--prog-runs N] [--compare NAME=OBJ,...]
 
 Measures lb (needs root; builds its own namespaces and veths from
 198.18.0.0/15 and removes them again):
@@ -41,6 +41,11 @@ Options:
                    target/bench next to the binary's target directory)
   --rounds N       rounds of every measurement (default 5, quick 3)
   --prog-runs N    BPF_PROG_TEST_RUN runs per case and round
+  --compare NAME=OBJ,...
+                   only the per-packet harness, on each given build of the
+                   balancer object (e.g. a copy of target/ebpf/.../lb-balancer
+                   before a change) and on lb's own (\"lb\"), rounds
+                   interleaved; writes compare.<NAME>.<case>
   -h, --help       this text
 ";
 
@@ -51,6 +56,7 @@ struct Args {
     lb_bin: PathBuf,
     only: Vec<String>,
     out: PathBuf,
+    compare: Vec<(String, PathBuf)>,
 }
 
 fn default_out() -> PathBuf {
@@ -64,6 +70,7 @@ fn default_out() -> PathBuf {
 fn parse_args() -> Result<Option<Args>> {
     let mut quick = false;
     let (mut lb_bin, mut only, mut out, mut rounds, mut prog_runs) = (None, None, None, None, None);
+    let mut compare = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -90,6 +97,13 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "--rounds" => rounds = Some(value("--rounds")?.parse::<usize>().context("--rounds")?),
             "--prog-runs" => prog_runs = Some(value("--prog-runs")?.parse::<usize>().context("--prog-runs")?),
+            "--compare" => {
+                for item in value("--compare")?.split(',') {
+                    let (name, path) =
+                        item.split_once('=').with_context(|| format!("--compare: {item:?} is not NAME=OBJ"))?;
+                    compare.push((name.to_string(), PathBuf::from(path)));
+                }
+            }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
@@ -105,6 +119,7 @@ fn parse_args() -> Result<Option<Args>> {
         lb_bin: lb_bin.unwrap_or_else(default_lb_bin),
         only: only.unwrap_or_else(|| PARTS.iter().map(|s| s.to_string()).collect()),
         out: out.unwrap_or_else(default_out),
+        compare,
     }))
 }
 
@@ -159,6 +174,10 @@ fn run(args: Args) -> Result<()> {
     let skipped = "not run (--only)";
 
     // One data path for prog, the table swap and veth: 5 VIPs x 100 backends.
+    if !args.compare.is_empty() {
+        return compare(&args, &mut r, &json_path);
+    }
+
     let mut dp: Option<Dataplane> = None;
     let mut dp_error = String::new();
     if on("prog") || on("control") || on("veth") {
@@ -280,4 +299,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--compare`: each build loaded with the benchmark's configuration, then
+/// the per-packet harness on all of them.
+fn compare(args: &Args, r: &mut Report, json_path: &std::path::Path) -> Result<()> {
+    let mut builds = vec![("lb".to_string(), Dataplane::load()?)];
+    for (name, path) in &args.compare {
+        let obj = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // Ebpf::load wants the object 8-byte aligned.
+        let mut aligned = vec![0u64; obj.len().div_ceil(8)];
+        // SAFETY: the u64 buffer holds at least obj.len() bytes, any byte value is valid.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr() as *mut u8, obj.len()) };
+        bytes.copy_from_slice(&obj);
+        let dp = Dataplane::load_object(bytes).with_context(|| format!("loading {}", path.display()))?;
+        builds.push((name.clone(), dp));
+    }
+    for (name, dp) in &mut builds {
+        dp.apply(&config::config(0)?).with_context(|| format!("applying the configuration to {name}"))?;
+    }
+    step(&format!(
+        "comparing {} builds: {} rounds x {} runs per case",
+        builds.len(),
+        args.budget.rounds,
+        args.budget.prog_runs
+    ));
+    let t = prog::compare_builds(&builds, &args.budget, r)?;
+    print!("{}", t.render());
+    r.write_json(json_path)
 }
