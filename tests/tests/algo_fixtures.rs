@@ -6,7 +6,7 @@
 //! Needs root (BPF). One dataplane per test binary, shared under a lock.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ const GLOBAL: &str = r#"
 interface = "lb0"
 nexthop_mac = "02:00:00:00:00:fe"
 tunnel_source_v4 = "198.18.0.2"
+tunnel_source_v6 = "2001:db8::2"
 "#;
 
 /// Source-hash VIP (tcp/80) and a Maglev VIP over the same backends (tcp/81).
@@ -56,8 +57,20 @@ fn base_config() -> String {
         vip_toml(82, "round-robin", "", &RR_BACKENDS),
         vip_toml(83, "round-robin", "", &doubled),
         vip_toml(84, "least-connections", "", &LC_BACKENDS),
+        v6_source_hash_toml(),
     ]
     .join("\n")
+}
+
+/// A source-hash VIP over IPv6 (tcp/80 of `VIP6`).
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x110, 0, 0, 0, 0, 1);
+
+fn v6_source_hash_toml() -> String {
+    let mut s = format!("[[vip]]\naddress = \"{VIP6}\"\nport = 80\nprotocol = \"tcp\"\nalgorithm = \"source-hash\"\n");
+    for i in 1..=4 {
+        s.push_str(&format!("  [[vip.backend]]\n  address = \"2001:db8::6{i}\"\n"));
+    }
+    s
 }
 
 /// Least-connections VIP (tcp/84), weighted 2:1:1.
@@ -142,6 +155,28 @@ fn source_hash_sends_every_port_of_a_client_to_the_predicted_backend() {
     assert!(reached.len() >= 3, "24 clients reached only {reached:?}");
     // The same client's ports spread under Maglev: the VIP's algorithm is what groups them.
     assert!(maglev_spread.len() >= 2, "maglev sent 40 ports of one client to {maglev_spread:?}");
+}
+
+#[test]
+fn source_hash_over_ipv6_keeps_a_client_on_the_predicted_backend() {
+    let Some(dp) = dataplane("source_hash_v6", &base_config()) else { return };
+    let mut reached = BTreeSet::new();
+    for c in 0..16u16 {
+        let client = Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 7, c + 1);
+        let mut backends = BTreeSet::new();
+        for p in 0..20u16 {
+            let pkt = Packet::new().ipv6(client, VIP6).tcp(30_000 + p * 211, 80).syn();
+            let flow: FlowKey = pkt.flow_key();
+            let trace = dp.trace(&flow).expect("trace").expect("a VIP");
+            assert_eq!(trace.hash, source_hash(&flow), "trace hash of [{client}]");
+            let got = forward(&dp, &pkt).expect("forwarded");
+            assert_eq!(Some(got), trace.ring_backend, "[{client}]: kernel != userspace prediction");
+            backends.insert(got);
+        }
+        assert_eq!(backends.len(), 1, "[{client}]'s connections reached {backends:?}");
+        reached.extend(backends);
+    }
+    assert!(reached.len() >= 3, "16 clients reached only {reached:?}");
 }
 
 #[test]
