@@ -33,6 +33,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
+mod bgp;
 mod model;
 mod render;
 

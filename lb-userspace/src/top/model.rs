@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub sampled_unix_ms: Option<u64>,
     #[serde(default)]
     pub hot_spot: HotSpotStatus,
+    /// Announcing through BIRD (no `[bgp]` table, or older agents: none).
+    #[serde(default)]
+    pub bgp: Option<super::bgp::Bgp>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -45,6 +48,9 @@ pub struct Vip {
     pub health_check: Option<String>,
     pub failing_open: bool,
     pub fingerprint: String,
+    /// BIRD announces the VIP's address (meaningful with `bgp` only).
+    #[serde(default)]
+    pub announced: bool,
     pub backends: Vec<Backend>,
 }
 
@@ -303,12 +309,14 @@ pub(super) mod tests {
                 health_check: None,
                 failing_open: false,
                 fingerprint: "00112233aabbccdd".into(),
+                announced: false,
                 backends,
             }],
             counters: HashMap::from([("drop_no_backend".into(), 4), ("tx_ipip".into(), 10)]),
             transitions: vec![],
             sampled_unix_ms: None,
             hot_spot: HotSpotStatus::default(),
+            bgp: None,
         }
     }
 

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Backend, History, Share, WINDOW, shares};
+use super::{
+    bgp,
+    model::{Backend, History, Share, WINDOW, shares},
+};
 
 /// ANSI styling, off for pipes, `--once` into a file, and NO_COLOR.
 #[derive(Clone, Copy)]
@@ -18,7 +21,7 @@ impl Style {
     fn dim(self, s: &str) -> String {
         self.paint("2", s)
     }
-    fn good(self, s: &str) -> String {
+    pub fn good(self, s: &str) -> String {
         self.paint("32", s)
     }
     pub fn bad(self, s: &str) -> String {
@@ -39,7 +42,7 @@ fn si(x: f64) -> String {
     }
 }
 
-fn ago(ms: u64) -> String {
+pub fn ago(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         s if s < 60 => format!("{s}s"),
@@ -109,6 +112,9 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
             .collect();
         let _ = writeln!(out, "drops: {}", list.join(", "));
     }
+    if let Some(b) = &s.bgp {
+        let _ = writeln!(out, "{}", bgp::line(b, *now, style));
+    }
     if s.vips.is_empty() {
         out.push_str("\nno VIPs\n");
     }
@@ -125,6 +131,9 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
         );
         if v.failing_open {
             let _ = write!(head, "  {}", style.bad("FAILING OPEN"));
+        }
+        if s.bgp.is_some() {
+            let _ = write!(head, "  {}", bgp::marker(v.announced, style));
         }
         let _ = writeln!(out, "{head}");
         for reason in &v.per_instance {
