@@ -4,7 +4,10 @@
 //! pages, unit file).
 //!
 //! The tests that need the data path share one topology (built by the
-//! first, torn down when the test binary exits) and run one at a time. They
+//! first, torn down when the test binary exits) and run one at a time. Its
+//! agent announces through a BIRD that is not there (a socket path in the
+//! test's directory where nothing listens): the BGP state every view shows
+//! is a pending update that keeps failing, with nothing announced. They
 //! need root (skipped otherwise) and the `lb` binary (`$LB_BIN`); Chromium
 //! and tcpdump are installed with apt-get when missing, and the parts that
 //! need them are skipped with a message if that fails. The screenshot and
@@ -31,7 +34,7 @@ use serde_json::Value;
 
 #[path = "observe/page.rs"]
 mod page;
-use page::{check_page_against_the_api, factor_text};
+use page::{check_bgp_panel_against_the_api, check_page_against_the_api, factor_text};
 
 const RING: u32 = 251;
 /// Health-check port; backend3 serves none, so it goes down.
@@ -135,7 +138,15 @@ impl World {
             .ring_size(RING)
             .key(&format!("agent_check = {{ port = {AGENT_PORT}, interval_ms = 200, timeout_ms = 100 }}"));
         let mut w = World { _health: health, topo, notify, notify_path, tcp, udp, v6 };
-        let text = format!("{}\n{HOT_SPOT}", w.topo.render_config(&[w.tcp.clone(), w.udp.clone(), w.v6.clone()]));
+        // Every BGP path in the test's own directory (never the /run defaults);
+        // no grace at the stop, since no router listens either.
+        let dir = w.topo.dir().display().to_string();
+        let bgp = format!(
+            "[bgp]\nbird_socket = \"{dir}/bird.ctl\"\nconfig_file = \"{dir}/lb-bird-vips.conf\"\n\
+             drain_file = \"{dir}/lb-bird-vips.drained\"\nwithdraw_grace_ms = 0\n"
+        );
+        let vips = [w.tcp.clone(), w.udp.clone(), w.v6.clone()];
+        let text = format!("{}\n{HOT_SPOT}{bgp}", w.topo.render_config(&vips));
         let config = w.topo.dir().join("lb-observe.toml");
         std::fs::write(&config, text)?;
         w.topo.start_lb(&config)?;
@@ -296,6 +307,22 @@ fn top_once_shows_every_vip_and_backend() {
         }
     }
     assert!(!out.contains('\x1b'), "no escape sequences into a pipe:\n{out}");
+    // No BIRD: a pending update naming the socket, nothing announced.
+    let bgp = &status["bgp"];
+    let socket = bgp["bird_socket"].as_str().unwrap();
+    let line = out.lines().find(|l| l.starts_with("bgp: ")).unwrap_or_else(|| panic!("no bgp line in\n{out}"));
+    let want = format!(
+        "bgp: PENDING announcing 0 of {} ready through BIRD at {socket}, ",
+        bgp["ready"].as_array().unwrap().len()
+    );
+    assert!(line.starts_with(&want), "{line}\nwant {want}");
+    assert!(line.contains("; last update failed ") && line.contains(&format!("control socket {socket}: ")), "{line}");
+    for v in status["vips"].as_array().unwrap() {
+        let id = v["vip"].as_str().unwrap();
+        assert_eq!(v["announced"], false, "{v}");
+        let head = out.lines().find(|l| l.starts_with(id)).unwrap();
+        assert!(head.ends_with("  NOT ANNOUNCED"), "{head}");
+    }
     // backend3 failed its checks: its row says down, and so do the transitions.
     let row = out.lines().find(|l| l.trim_start().starts_with("198.18.0.13") && l.contains("1/0")).unwrap();
     assert!(row.contains("down"), "{row}");
@@ -531,6 +558,7 @@ fn status_page_in_chromium_matches_the_api() {
     assert_eq!((hot("198.18.0.11").as_str(), hot("198.18.0.12").as_str()), ("1", "0"), "the hot spot");
     assert!(dom.contains("drop_") || dom.contains("no drops"));
     check_page_against_the_api(&dom, &before, &after);
+    check_bgp_panel_against_the_api(&dom, &before, &after);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
 }
 

@@ -2,7 +2,9 @@
 //! and JavaScript, no external assets) that polls `/v1/status` every second
 //! and draws every VIP and backend with live rates, new-flow shares and hot
 //! spots, the reasons a VIP's choices are this instance's own, what changed
-//! each weight, the probe pace and the agent check's word. The page computes rates itself from successive samples, using the
+//! each weight, the probe pace and the agent check's word, and the BGP
+//! state (announced, drained, a failing update) when the agent has `[bgp]`.
+//! The page computes rates itself from successive samples, using the
 //! agent's `sampled_unix_ms`, so the agent keeps no history for it.
 
 use std::time::{SystemTime, UNIX_EPOCH};

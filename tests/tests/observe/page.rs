@@ -94,3 +94,57 @@ pub fn check_page_against_the_api(dom: &str, before: &Value, after: &Value) {
     assert!(dom.contains("downinter 400 ms"), "no probe pace shown");
     assert!(dom.contains("correction on (factor 1.5)"), "no hot-spot settings shown");
 }
+
+/// The value of `attr` in the tag that starts at `tag` in `dom`.
+fn tag_attr(dom: &str, tag: &str, attr: &str) -> Option<String> {
+    let start = dom.find(tag)?;
+    let tag = &dom[start..start + dom[start..].find('>')?];
+    let key = format!(" {attr}=\"");
+    let at = tag.find(&key)? + key.len();
+    Some(tag[at..at + tag[at..].find('"')?].to_string())
+}
+
+/// The BGP panel and the VIPs' markers against the API, with no BIRD at the
+/// configured socket: a pending update that keeps failing with an error that
+/// names the socket, nothing announced, every VIP marked not announced.
+pub fn check_bgp_panel_against_the_api(dom: &str, before: &Value, after: &Value) {
+    let (b0, b) = (&before["bgp"], &after["bgp"]);
+    let socket = b["bird_socket"].as_str().unwrap();
+    for s in [b0, b] {
+        assert_eq!(
+            (&s["pending"], &s["last_update"]["ok"], &s["drained"]),
+            (&true.into(), &false.into(), &false.into())
+        );
+        assert!(s["announced"].as_array().unwrap().is_empty(), "{s}");
+        assert!(s["last_update"]["message"].as_str().unwrap().contains(socket), "{s}");
+    }
+    let panel = "<section id=\"bgp\"";
+    let open = &dom[dom.find(panel).expect("no BGP panel")..];
+    assert!(!open[..open.find('>').unwrap()].contains("hidden"), "the BGP panel is hidden");
+    let attr = |name: &str| tag_attr(dom, panel, name).unwrap_or_else(|| panic!("BGP panel: no {name}"));
+    assert_eq!(
+        ["data-pending", "data-failing", "data-drained", "data-stopping", "data-announced"].map(attr),
+        ["1", "1", "0", "0", "0"]
+    );
+    let failures: u64 = attr("data-failures").parse().unwrap();
+    let (lo, hi) = (b0["failures"].as_u64().unwrap(), b["failures"].as_u64().unwrap());
+    assert!((lo.max(1)..=hi).contains(&failures), "the page shows {failures} failures, the API {lo}..{hi}");
+    assert!(dom.contains(">PENDING</span>") && dom.contains("<b>BIRD UPDATE FAILING</b>"), "no pending warning");
+    assert!(dom.contains(&format!("<code>{socket}</code>")), "BIRD's socket not shown");
+    if b0["last_update"]["message"] == b["last_update"]["message"] {
+        let message = b["last_update"]["message"].as_str().unwrap();
+        let html = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(
+            dom.contains(&format!("class=\"mono bgp-message\">{html}</span>")),
+            "BIRD's message {message} not shown"
+        );
+    }
+    assert!(dom.contains("<code class=\"bgp-announced\">nothing</code>"), "announced addresses");
+    for v in after["vips"].as_array().unwrap() {
+        let id = v["vip"].as_str().unwrap();
+        assert_eq!(v["announced"], false, "{v}");
+        let mark = format!("class=\"badge bgp-mark b-down\" data-vip=\"{id}\" data-announced=\"0\"");
+        let at = dom.find(&mark).unwrap_or_else(|| panic!("{id}: no not-announced marker"));
+        assert!(dom[at..].split('<').next().unwrap().ends_with(">not announced"), "{id}: marker text");
+    }
+}
