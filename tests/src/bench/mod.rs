@@ -5,7 +5,9 @@
 //! ([`report`], [`svg`]).
 
 pub mod config;
+pub mod connload;
 pub mod control;
+pub mod cpus;
 pub mod haproxy;
 pub mod harness;
 pub mod peers;

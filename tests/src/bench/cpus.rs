@@ -1,0 +1,78 @@
+//! CPU placement and accounting for the HAProxy comparison: threaded NAPI
+//! on a host's veth pinned to one CPU (so that host's receive processing,
+//! XDP included, runs there), pinning of other processes, and per-CPU busy
+//! time from /proc/stat.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail};
+use lb_tests::netns;
+
+/// Pids of the kernel's NAPI threads (`napi/IF-ID`).
+fn napi_threads() -> BTreeSet<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return BTreeSet::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("napi/")))
+        .collect()
+}
+
+/// Turns GRO on (a veth gets a NAPI instance only with GRO or XDP) and
+/// threaded NAPI on for `ifname` in `ns`, and pins its NAPI threads to
+/// `cpu`. Toggles `threaded` off first so the threads are new and can be
+/// told apart from other interfaces' (which may share the name in other
+/// namespaces). Returns the threads' pids.
+pub fn threaded_napi_on(ns: &str, ifname: &str, cpu: usize) -> Result<Vec<u32>> {
+    netns::exec_in(ns, "ethtool", &["-K", ifname, "gro", "on"])?;
+    let path = format!("/sys/class/net/{ifname}/threaded");
+    netns::exec_in(ns, "sh", &["-c", &format!("echo 0 > {path}")])?;
+    let before = napi_threads();
+    netns::exec_in(ns, "sh", &["-c", &format!("echo 1 > {path}")])?;
+    let new: Vec<u32> = napi_threads().difference(&before).copied().collect();
+    if new.is_empty() {
+        bail!("no NAPI thread appeared for {ifname} in {ns} after threaded=1");
+    }
+    for &pid in &new {
+        pin_pid(pid, cpu)?;
+    }
+    Ok(new)
+}
+
+/// Pins every thread of process `pid` to `cpu`.
+pub fn pin_pid(pid: u32, cpu: usize) -> Result<()> {
+    netns::run("taskset", &["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .with_context(|| format!("taskset pid {pid} to cpu {cpu}"))?;
+    Ok(())
+}
+
+/// Busy and softirq time of one CPU so far, in seconds (from /proc/stat;
+/// busy = user + nice + system + irq + softirq, steal and idle excluded).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    pub busy: f64,
+    pub softirq: f64,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, o: CpuTime) -> CpuTime {
+        CpuTime { busy: self.busy - o.busy, softirq: self.softirq - o.softirq }
+    }
+}
+
+pub fn cpu_time(cpu: usize) -> Result<CpuTime> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let tag = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(tag.as_str()))
+        .with_context(|| format!("no {tag} in /proc/stat"))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    if f.len() < 7 {
+        bail!("short {tag} line in /proc/stat: {line}");
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // user nice system idle iowait irq softirq
+    let busy = f[0] + f[1] + f[2] + f[5] + f[6];
+    Ok(CpuTime { busy: busy as f64 / hz, softirq: f[6] as f64 / hz })
+}
