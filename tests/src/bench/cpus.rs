@@ -37,11 +37,45 @@ pub fn threaded_napi_on(ns: &str, ifname: &str, cpu: usize) -> Result<Vec<u32>> 
     Ok(new)
 }
 
-/// Pins every thread of process `pid` to `cpu`.
+/// Nice value of everything the comparison measures: the machine may run
+/// other jobs (builds), and CFS then gives them almost nothing while the
+/// bench's threads want the CPU.
+const NICE: i32 = -20;
+
+/// Threaded NAPI off for `ifname` in `ns`: its receive processing runs
+/// again in the softirq of the CPU that sent the frame.
+pub fn threaded_napi_off(ns: &str, ifname: &str) -> Result<()> {
+    netns::exec_in(ns, "sh", &["-c", &format!("echo 0 > /sys/class/net/{ifname}/threaded")])?;
+    Ok(())
+}
+
+/// Pins every thread of process `pid` to `cpu` and gives it `NICE`.
 pub fn pin_pid(pid: u32, cpu: usize) -> Result<()> {
     netns::run("taskset", &["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
         .with_context(|| format!("taskset pid {pid} to cpu {cpu}"))?;
+    netns::run("renice", &["-n", &NICE.to_string(), "-p", &pid.to_string()])
+        .with_context(|| format!("renice pid {pid}"))?;
     Ok(())
+}
+
+/// Pins the calling thread to `cpu` and gives it `NICE`.
+pub fn pin_self(cpu: usize) -> Result<()> {
+    super::sys::pin_to_cpu(cpu)?;
+    // SAFETY: who = 0 is the calling thread on Linux.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) } != 0 {
+        bail!("setpriority: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pid of `ksoftirqd/CPU`, where softirq work goes when there is too much
+/// of it to run at interrupt exit.
+pub fn ksoftirqd(cpu: usize) -> Result<u32> {
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == want))
+        .with_context(|| format!("no {want} thread"))
 }
 
 /// Busy and softirq time of one CPU so far, in seconds (from /proc/stat;

@@ -17,8 +17,11 @@
 //! balancer CPU (the last one) runs lb0's NAPI thread (lb's XDP program;
 //! HAProxy's TCP receive path) and HAProxy's process; CPU 0 runs the client,
 //! the backends and their NAPI threads. Both CPUs' busy time is read from
-//! /proc/stat during the new-connections run: `*.cpu_us_per_conn` is the
-//! balancer CPU's busy time per connection, the intrinsic cost.
+//! /proc/stat during the new-connections run, and the CPU time of the
+//! balancer's threads (lb0's NAPI thread, ksoftirqd of the balancer CPU,
+//! HAProxy): `*.cpu_us_per_conn` is the latter per connection, the
+//! intrinsic cost. Everything measured runs at nice -20 so that other jobs
+//! on the machine take little from it.
 //!
 //! Workloads, from the client namespace:
 //! - new connections per second: one epoll thread, 64 connections in
@@ -43,7 +46,7 @@ use lb_tests::netns::{self, ChildGuard, in_netns, spawn_in_netns, sysctls};
 use lb_tests::topology::{Forwarding, Topology, VIP_V4, VipSpec};
 
 use super::report::{Report, Stat, Table, percentile_sorted};
-use super::{Budget, aborted, connload, cpus, sys};
+use super::{Budget, aborted, connload, cpus, onecpu, sys};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const HAPROXY_PORT: u16 = 8080;
@@ -105,7 +108,7 @@ impl BenchServer {
             for _ in 0..WORKERS_PER_LISTENER {
                 let (l, stop, resp) = (l.clone(), stop.clone(), resp.clone());
                 workers.push(std::thread::Builder::new().name("bench-srv".into()).spawn(move || {
-                    let _ = sys::pin_to_cpu(cpu);
+                    let _ = cpus::pin_self(cpu);
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok((c, _)) = l.accept() {
                             let _ = serve(c, &resp, &stop);
@@ -221,16 +224,16 @@ fn one_request(target: SocketAddr) -> Result<()> {
 }
 
 /// What one new-connections run measured.
-struct ConnRun {
-    per_s: f64,
+pub(super) struct ConnRun {
+    pub(super) per_s: f64,
     failed: u64,
     /// Busy CPU-seconds of the balancer's CPU and of the generator's.
-    bal: cpus::CpuTime,
+    pub(super) bal: cpus::CpuTime,
     gen_busy: f64,
     /// CPU-seconds of the balancer's own threads (NAPI thread of its veth,
-    /// plus HAProxy's process).
-    procs: f64,
-    ok: u64,
+    /// ksoftirqd of its CPU, HAProxy's process).
+    pub(super) procs: f64,
+    pub(super) ok: u64,
     secs: f64,
 }
 
@@ -241,7 +244,10 @@ fn conn_rate(client_ns: &str, target: SocketAddr, secs: f64, place: &Placement, 
     let proc_cpu = || -> Result<f64> { procs.iter().map(|&p| sys::process_cpu_seconds(p)).sum() };
     let (b0, g0, p0) = (cpus::cpu_time(place.bal)?, cpus::cpu_time(place.load)?, proc_cpu()?);
     let start = Instant::now();
-    let (ok, failed) = sys::scoped_in_netns(client_ns, Some(place.load), || connload::run(t4, secs, OP_TIMEOUT))?;
+    let (ok, failed) = sys::scoped_in_netns(client_ns, None, || {
+        cpus::pin_self(place.load)?;
+        connload::run(t4, secs, OP_TIMEOUT)
+    })?;
     let el = start.elapsed().as_secs_f64();
     let (b1, g1, p1) = (cpus::cpu_time(place.bal)?, cpus::cpu_time(place.load)?, proc_cpu()?);
     Ok(ConnRun { per_s: ok as f64 / el, failed, bal: b1 - b0, gen_busy: (g1 - g0).busy, procs: p1 - p0, ok, secs: el })
@@ -257,7 +263,8 @@ struct Placement {
 
 /// Latency of `n` sequential short requests, each on a new connection (µs).
 fn latency(client_ns: &str, target: SocketAddr, n: usize, cpu: usize) -> Result<Vec<f64>> {
-    sys::scoped_in_netns(client_ns, Some(cpu), move || {
+    sys::scoped_in_netns(client_ns, None, move || {
+        cpus::pin_self(cpu)?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
@@ -276,7 +283,7 @@ fn keepalive_rate(client_ns: &str, target: SocketAddr, secs: f64, cpu: usize) ->
     let handles: Vec<_> = (0..KEEPALIVE_CONNS)
         .map(|i| {
             spawn_in_netns(client_ns, &format!("bench-ka{i}"), move || {
-                sys::pin_to_cpu(cpu)?;
+                cpus::pin_self(cpu)?;
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut conn: Option<(TcpStream, Vec<u8>)> = None;
                 while Instant::now() < deadline && !netns::abort_requested() {
@@ -344,11 +351,13 @@ struct Side {
     lat_p50_us: Vec<f64>,
     lat_p99_us: Vec<f64>,
     cpu_cores: Vec<f64>,
-    /// Balancer CPU busy time per connection (µs), its share that was
-    /// softirq, the balancer's own threads per connection (µs).
+    /// CPU time of the balancer's threads per connection (µs): lb0's NAPI
+    /// thread(s), ksoftirqd of the balancer CPU, HAProxy's process.
     cpu_us_per_conn: Vec<f64>,
+    /// Everything the balancer CPU did per connection (µs, /proc/stat;
+    /// includes other jobs on the machine), and the softirq share of it.
+    busy_us_per_conn: Vec<f64>,
     softirq_share: Vec<f64>,
-    proc_us_per_conn: Vec<f64>,
     /// Busy fraction of each CPU during the new-connections run.
     bal_busy: Vec<f64>,
     gen_busy: Vec<f64>,
@@ -368,14 +377,18 @@ fn workloads(
     wait_listening(&client, target)?;
     // lb0's NAPI thread(s) run lb's XDP program, and HAProxy's receive path.
     let mut procs = cpus::threaded_napi_on(&topo.lb().ns, &topo.lb().ifname, place.bal)?;
-    procs.extend(pid);
+    if let Some(p) = pid {
+        cpus::pin_pid(p, place.bal)?;
+        procs.push(p);
+    }
+    procs.push(cpus::ksoftirqd(place.bal)?);
     let c = conn_rate(&client, target, budget.load_secs, place, &procs)?;
     side.conn_per_s.push(c.per_s);
     side.conn_failed += c.failed;
     let per_conn = |s: f64| s * 1e6 / c.ok.max(1) as f64;
-    side.cpu_us_per_conn.push(per_conn(c.bal.busy));
+    side.cpu_us_per_conn.push(per_conn(c.procs));
+    side.busy_us_per_conn.push(per_conn(c.bal.busy));
     side.softirq_share.push(c.bal.softirq / c.bal.busy.max(1e-9));
-    side.proc_us_per_conn.push(per_conn(c.procs));
     side.bal_busy.push(c.bal.busy / c.secs);
     side.gen_busy.push(c.gen_busy / c.secs);
     aborted()?;
@@ -398,6 +411,32 @@ fn workloads(
     Ok(())
 }
 
+/// Runs `f` with HAProxy running in the balancer's namespace, pinned to
+/// `cpu`; fails with HAProxy's alert when it exited.
+fn with_haproxy<T>(
+    topo: &Topology,
+    haproxy: &Path,
+    cfg: &Path,
+    cpu: usize,
+    f: impl FnOnce(Option<u32>) -> Result<T>,
+) -> Result<T> {
+    let log = topo.dir().join("haproxy.log");
+    let (cpu, hp_s, cfg_s) = (cpu.to_string(), haproxy.to_str().context("path")?, cfg.to_str().context("path")?);
+    let args = ["-c", &cpu, hp_s, "-f", cfg_s, "-db"];
+    let mut child = ChildGuard::spawn_in(&topo.lb().ns, "haproxy", Path::new("taskset"), &args, &log)?;
+    if let Some(p) = child.pid() {
+        cpus::pin_pid(p, cpu.parse()?)?;
+    }
+    let r = f(child.pid());
+    if let Some(status) = child.try_status() {
+        let log = child.log_text();
+        let alerts: Vec<&str> = log.lines().filter(|l| l.contains("ALERT")).collect();
+        bail!("haproxy exited ({status}): {}", if alerts.is_empty() { log.trim() } else { alerts[0] });
+    }
+    child.stop(Duration::from_secs(2));
+    r
+}
+
 pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let haproxy = ensure_haproxy()?;
     let version = netns::run(haproxy.to_str().unwrap(), &["-v"]).unwrap_or_default();
@@ -409,12 +448,6 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     report.number("haproxy_bench.balancer_cpu", place.bal as f64);
     let opts = super::topology_options(lb_bin, true);
     let mut topo = Topology::new(opts)?;
-    // Every host's receive processing in its own NAPI thread: client and
-    // backends on the generator's CPU (lb0's goes to the balancer's CPU in
-    // `workloads`).
-    for h in std::iter::once(topo.client()).chain(topo.backends()) {
-        cpus::threaded_napi_on(&h.ns, &h.ifname, place.load)?;
-    }
     for ns in [topo.client().ns.clone(), topo.lb().ns.clone()] {
         sysctls(&ns, &[("net.ipv4.ip_local_port_range", "1024 65000"), ("net.ipv4.tcp_tw_reuse", "1")])?;
     }
@@ -438,28 +471,43 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let lb_target = SocketAddr::new(IpAddr::V4(VIP_V4), 80);
     let hp_target = SocketAddr::new(IpAddr::V4(topo.lb().v4), HAPROXY_PORT);
 
+    let direct_target = SocketAddr::new(IpAddr::V4(topo.backends()[0].v4), 80);
     let rounds = if budget.quick { 1 } else { 3 };
     let (mut lb, mut hp) = (Side::default(), Side::default());
+    let mut one = onecpu::Figures::default();
+    let one_cpu = Placement { bal: place.load, load: place.load };
     for _ in 0..rounds {
         aborted()?;
+        // Split placement: balancer CPU vs client+backends CPU.
+        for h in std::iter::once(topo.client()).chain(topo.backends()) {
+            cpus::threaded_napi_on(&h.ns, &h.ifname, place.load)?;
+        }
         topo.start_lb(&lb_cfg)?;
         workloads(&topo, lb_target, None, &place, budget, &mut lb)?;
         topo.stop_lb()?;
-        let log = topo.dir().join("haproxy.log");
-        let hpath_s = hpath.to_str().context("path")?;
-        let (bal, hp_s) = (place.bal.to_string(), haproxy.to_str().context("path")?);
-        let args = ["-c", &bal, hp_s, "-f", hpath_s, "-db"];
-        let mut child = ChildGuard::spawn_in(&topo.lb().ns, "haproxy", Path::new("taskset"), &args, &log)?;
-        let r = workloads(&topo, hp_target, child.pid(), &place, budget, &mut hp);
-        if let Some(status) = child.try_status() {
-            let log = child.log_text();
-            let alerts: Vec<&str> = log.lines().filter(|l| l.contains("ALERT")).collect();
-            bail!("haproxy exited ({status}): {}", if alerts.is_empty() { log.trim() } else { alerts[0] });
+        with_haproxy(&topo, &haproxy, &hpath, place.bal, |pid| {
+            workloads(&topo, hp_target, pid, &place, budget, &mut hp)
+        })?;
+        // One CPU for everything, against a direct client -> backend run.
+        let client = topo.client().ns.clone();
+        for h in std::iter::once(topo.client()).chain(topo.backends()).chain(std::iter::once(topo.lb())) {
+            cpus::threaded_napi_off(&h.ns, &h.ifname)?;
         }
-        child.stop(Duration::from_secs(2));
-        r?;
+        let conn = |target, procs: &[u32]| conn_rate(&client, target, budget.load_secs, &one_cpu, procs);
+        wait_listening(&client, direct_target)?;
+        let direct = conn(direct_target, &[])?;
+        topo.start_lb(&lb_cfg)?;
+        wait_listening(&client, lb_target)?;
+        let with_lb = conn(lb_target, &[])?;
+        topo.stop_lb()?;
+        let with_hp = with_haproxy(&topo, &haproxy, &hpath, one_cpu.bal, |pid| {
+            wait_listening(&client, hp_target)?;
+            conn(hp_target, &[pid.context("haproxy pid")?])
+        })?;
+        one.add(&direct, &with_lb, &with_hp);
     }
     drop(servers);
+    one.report(report);
 
     let put = |report: &mut Report, who: &str, s: &Side| {
         report.stat(&format!("{who}.conn_per_s"), Stat::of(&s.conn_per_s).unwrap());
@@ -470,7 +518,7 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
         report.number(&format!("{who}.conn_failures"), s.conn_failed as f64);
         report.stat(&format!("{who}.cpu_us_per_conn"), Stat::of(&s.cpu_us_per_conn).unwrap());
         report.stat(&format!("{who}.softirq_share"), Stat::of(&s.softirq_share).unwrap());
-        report.stat(&format!("{who}.threads_cpu_us_per_conn"), Stat::of(&s.proc_us_per_conn).unwrap());
+        report.stat(&format!("{who}.balancer_cpu_busy_us_per_conn"), Stat::of(&s.busy_us_per_conn).unwrap());
         report.stat(&format!("{who}.conn_run.balancer_cpu_busy"), Stat::of(&s.bal_busy).unwrap());
         report.stat(&format!("{who}.conn_run.generator_cpu_busy"), Stat::of(&s.gen_busy).unwrap());
         let per_core: Vec<f64> = s.cpu_us_per_conn.iter().map(|us| 1e6 / us).collect();
@@ -505,7 +553,8 @@ pub fn table(r: &Report) -> Table {
         ("keep-alive requests/s", "keepalive_req_per_s", "keepalive_req_per_s", 0, ""),
         ("latency p50, new conn + request (us)", "latency_us.p50", "latency_p50", 0, ""),
         ("latency p99, new conn + request (us)", "latency_us.p99", "latency_p99", 0, ""),
-        ("balancer CPU per new connection (us)", "cpu_us_per_conn", "cpu_per_conn", 2, ""),
+        ("balancer threads' CPU per new connection (us)", "cpu_us_per_conn", "cpu_per_conn", 2, ""),
+        ("balancer CPU busy per new connection (us, incl. other jobs)", "balancer_cpu_busy_us_per_conn", "", 2, ""),
         (
             "new conn/s per balancer core (derived: 1 / CPU per conn)",
             "conn_per_s_per_core",
@@ -542,6 +591,20 @@ pub fn table(r: &Report) -> Table {
             target.into(),
         ]);
     }
+    t.row(vec![
+        "one CPU for all: new TCP connections/s (direct run: onecpu.direct.*)".into(),
+        r.show("onecpu.lb.conn_per_s", 0),
+        r.show("onecpu.haproxy.conn_per_s", 0),
+        r.show("onecpu.lb_vs_haproxy.conn_per_s", 2),
+        "".into(),
+    ]);
+    t.row(vec![
+        "one CPU for all: CPU per conn over a direct connection (us)".into(),
+        r.show("onecpu.lb.overhead_us_per_conn", 1),
+        r.show("onecpu.haproxy.overhead_us_per_conn", 1),
+        "".into(),
+        "".into(),
+    ]);
     t.row(vec![
         "packets/s per core (derived: lb veth IPIP; HAProxy pps / its CPU)".into(),
         r.show("lb.pps_per_core", 0),

@@ -10,6 +10,7 @@ pub mod control;
 pub mod cpus;
 pub mod haproxy;
 pub mod harness;
+pub mod onecpu;
 pub mod peers;
 pub mod prog;
 /// The live-frames generator and hand-written programs, shared with the tests.
