@@ -516,13 +516,11 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
         report.stat(&format!("{who}.latency_us.p50"), Stat::of(&s.lat_p50_us).unwrap());
         report.stat(&format!("{who}.latency_us.p99"), Stat::of(&s.lat_p99_us).unwrap());
         report.number(&format!("{who}.conn_failures"), s.conn_failed as f64);
-        report.stat(&format!("{who}.cpu_us_per_conn"), Stat::of(&s.cpu_us_per_conn).unwrap());
+        report.stat(&format!("{who}.split.threads_cpu_us_per_conn"), Stat::of(&s.cpu_us_per_conn).unwrap());
         report.stat(&format!("{who}.softirq_share"), Stat::of(&s.softirq_share).unwrap());
-        report.stat(&format!("{who}.balancer_cpu_busy_us_per_conn"), Stat::of(&s.busy_us_per_conn).unwrap());
+        report.stat(&format!("{who}.split.balancer_cpu_busy_us_per_conn"), Stat::of(&s.busy_us_per_conn).unwrap());
         report.stat(&format!("{who}.conn_run.balancer_cpu_busy"), Stat::of(&s.bal_busy).unwrap());
         report.stat(&format!("{who}.conn_run.generator_cpu_busy"), Stat::of(&s.gen_busy).unwrap());
-        let per_core: Vec<f64> = s.cpu_us_per_conn.iter().map(|us| 1e6 / us).collect();
-        report.stat(&format!("{who}.conn_per_s_per_core"), Stat::of(&per_core).unwrap());
     };
     put(report, "lb", &lb);
     put(report, "haproxy", &hp);
@@ -531,9 +529,10 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     }
     let ratio = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
     report.stat("lb_vs_haproxy.conn_per_s", Stat::of(&ratio(&lb.conn_per_s, &hp.conn_per_s)).unwrap());
-    report.stat("lb_vs_haproxy.cpu_per_conn", Stat::of(&ratio(&lb.cpu_us_per_conn, &hp.cpu_us_per_conn)).unwrap());
-    let per_core = |s: &Side| -> Vec<f64> { s.cpu_us_per_conn.iter().map(|us| 1e6 / us).collect() };
-    report.stat("lb_vs_haproxy.conn_per_s_per_core", Stat::of(&ratio(&per_core(&lb), &per_core(&hp))).unwrap());
+    report.stat(
+        "lb_vs_haproxy.split.threads_cpu_per_conn",
+        Stat::of(&ratio(&lb.cpu_us_per_conn, &hp.cpu_us_per_conn)).unwrap(),
+    );
     report.stat("lb_vs_haproxy.pps", Stat::of(&ratio(&lb.pps, &hp.pps)).unwrap());
     report.stat("lb_vs_haproxy.keepalive_req_per_s", Stat::of(&ratio(&lb.req_per_s, &hp.req_per_s)).unwrap());
     report.stat("lb_vs_haproxy.latency_p50", Stat::of(&ratio(&lb.lat_p50_us, &hp.lat_p50_us)).unwrap());
@@ -553,10 +552,23 @@ pub fn table(r: &Report) -> Table {
         ("keep-alive requests/s", "keepalive_req_per_s", "keepalive_req_per_s", 0, ""),
         ("latency p50, new conn + request (us)", "latency_us.p50", "latency_p50", 0, ""),
         ("latency p99, new conn + request (us)", "latency_us.p99", "latency_p99", 0, ""),
-        ("balancer threads' CPU per new connection (us)", "cpu_us_per_conn", "cpu_per_conn", 2, ""),
-        ("balancer CPU busy per new connection (us, incl. other jobs)", "balancer_cpu_busy_us_per_conn", "", 2, ""),
         (
-            "new conn/s per balancer core (derived: 1 / CPU per conn)",
+            "split: balancer threads' CPU per new conn (us)",
+            "split.threads_cpu_us_per_conn",
+            "split.threads_cpu_per_conn",
+            1,
+            "",
+        ),
+        (
+            "split: balancer CPU busy per new conn (us, incl. other jobs)",
+            "split.balancer_cpu_busy_us_per_conn",
+            "",
+            1,
+            "",
+        ),
+        ("one CPU: balancer CPU per new conn over direct (us)", "cpu_us_per_conn", "cpu_per_conn", 1, ""),
+        (
+            "one CPU: new conn/s per balancer core (1e6 / that)",
             "conn_per_s_per_core",
             "conn_per_s_per_core",
             0,
@@ -571,8 +583,8 @@ pub fn table(r: &Report) -> Table {
         "".into(),
     ]);
     for (what, key) in [
-        ("balancer CPU busy, new-conn run", "balancer_cpu_busy"),
-        ("client+backends CPU busy, new-conn run", "generator_cpu_busy"),
+        ("split: balancer CPU busy, new-conn run", "balancer_cpu_busy"),
+        ("split: client+backends CPU busy, new-conn run", "generator_cpu_busy"),
     ] {
         t.row(vec![
             what.into(),
@@ -596,13 +608,6 @@ pub fn table(r: &Report) -> Table {
         r.show("onecpu.lb.conn_per_s", 0),
         r.show("onecpu.haproxy.conn_per_s", 0),
         r.show("onecpu.lb_vs_haproxy.conn_per_s", 2),
-        "".into(),
-    ]);
-    t.row(vec![
-        "one CPU for all: CPU per conn over a direct connection (us)".into(),
-        r.show("onecpu.lb.overhead_us_per_conn", 1),
-        r.show("onecpu.haproxy.overhead_us_per_conn", 1),
-        "".into(),
         "".into(),
     ]);
     t.row(vec![

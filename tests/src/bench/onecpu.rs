@@ -46,8 +46,15 @@ impl Figures {
         put(r, "onecpu.direct.cpu_us_per_conn", &self.direct_us);
         put(r, "onecpu.lb.cpu_us_per_conn", &self.lb_us);
         put(r, "onecpu.haproxy.cpu_us_per_conn", &self.hp_us);
-        put(r, "onecpu.lb.overhead_us_per_conn", &lb_over);
-        put(r, "onecpu.haproxy.overhead_us_per_conn", &hp_over);
+        // The headline per-connection cost of each balancer.
+        put(r, "lb.cpu_us_per_conn", &lb_over);
+        put(r, "haproxy.cpu_us_per_conn", &hp_over);
+        let div = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+        put(r, "lb_vs_haproxy.cpu_per_conn", &div(&lb_over, &hp_over));
+        let per_core = |v: &[f64]| -> Vec<f64> { v.iter().map(|us| 1e6 / us).collect() };
+        put(r, "lb.conn_per_s_per_core", &per_core(&lb_over));
+        put(r, "haproxy.conn_per_s_per_core", &per_core(&hp_over));
+        put(r, "lb_vs_haproxy.conn_per_s_per_core", &div(&hp_over, &lb_over));
         let ratio: Vec<f64> = self.lb_per_s.iter().zip(&self.hp_per_s).map(|(a, b)| a / b).collect();
         put(r, "onecpu.lb_vs_haproxy.conn_per_s", &ratio);
     }
