@@ -10,6 +10,7 @@ pub mod control;
 pub mod cpus;
 pub mod haproxy;
 pub mod harness;
+pub mod httpsrv;
 pub mod onecpu;
 pub mod peers;
 pub mod prog;
