@@ -1,6 +1,7 @@
 //! Part 4: lb against HAProxy (Debian's, TCP mode) on the same veth
 //! topology (`lb_tests::topology`: client, balancer host, 3 backends on one
-//! bridge), the same backends and the same client load.
+//! bridge), the same backends, the same client load and the same core
+//! budget.
 //!
 //! - lb: `lb run` on lb0, VIP 198.18.100.1:80/tcp in l2dsr mode (so the
 //!   topology's router, the IPIP next hop, is not on either path: both go
@@ -9,11 +10,23 @@
 //!   mode, listening on 198.18.0.2:8080, round robin to the backends' own
 //!   addresses. Answers go back through it.
 //! - Backends: a small HTTP server of the bench (worker threads, blocking
-//!   accept) on both the VIP and the backend's own address.
+//!   accept, pre-built answer) on both the VIP and the backend's own address.
+//!
+//! CPU placement (the same for both sides): every host's veth has threaded
+//! NAPI, so a host's receive processing runs in its own kernel thread. The
+//! balancer CPU (the last one) runs lb0's NAPI thread (lb's XDP program;
+//! HAProxy's TCP receive path) and HAProxy's process; CPU 0 runs the client,
+//! the backends and their NAPI threads. Both CPUs' busy time is read from
+//! /proc/stat during the new-connections run, and the CPU time of the
+//! balancer's threads (lb0's NAPI thread, ksoftirqd of the balancer CPU,
+//! HAProxy): `*.cpu_us_per_conn` is the latter per connection, the
+//! intrinsic cost. Everything measured runs at nice -20 so that other jobs
+//! on the machine take little from it.
 //!
 //! Workloads, from the client namespace:
-//! - new connections per second: 8 threads, each connect, one request
-//!   with `Connection: close`, read the answer until the server closes;
+//! - new connections per second: one epoll thread, 64 connections in
+//!   flight, each connect, one request with `Connection: close`, read the
+//!   answer until the server closes ([`super::connload`]);
 //! - latency: one client, one new connection per request, sequential;
 //!   median and p99;
 //! - packets per second: 8 keep-alive connections doing request/answer as
@@ -21,25 +34,21 @@
 //!   (tx counter of its switch port) per second.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lb_tests::netns::{self, ChildGuard, in_netns, spawn_in_netns, sysctls};
 use lb_tests::topology::{Forwarding, Topology, VIP_V4, VipSpec};
 
+use super::httpsrv::BenchServer;
 use super::report::{Report, Stat, Table, percentile_sorted};
-use super::{Budget, aborted, sys};
+use super::{Budget, aborted, connload, cpus, onecpu, sys};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const HAPROXY_PORT: u16 = 8080;
-const CONN_THREADS: usize = 8;
 const KEEPALIVE_CONNS: usize = 8;
-const WORKERS_PER_LISTENER: usize = 24;
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Installs Debian's haproxy with apt-get when it is missing.
@@ -69,103 +78,6 @@ pub fn ensure_haproxy() -> Result<PathBuf> {
         }
     }
     Ok(HAPROXY.into())
-}
-
-/// The bench's backend: HTTP/1.1 on each address, answering every request
-/// with the backend's name; closes first after a `Connection: close`
-/// request.
-struct BenchServer {
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl BenchServer {
-    fn start(ns: &str, name: &str, addrs: &[SocketAddr]) -> Result<BenchServer> {
-        let addrs = addrs.to_vec();
-        let listeners: Vec<TcpListener> = in_netns(ns, move || {
-            addrs.iter().map(|a| TcpListener::bind(a).with_context(|| format!("bind {a}"))).collect()
-        })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        let body = format!("{name}\n");
-        for l in listeners {
-            let l = Arc::new(l);
-            set_accept_timeout(&l)?;
-            for _ in 0..WORKERS_PER_LISTENER {
-                let (l, stop, body) = (l.clone(), stop.clone(), body.clone());
-                workers.push(std::thread::Builder::new().name("bench-srv".into()).spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Ok((c, _)) = l.accept() {
-                            let _ = serve(c, &body, &stop);
-                        }
-                    }
-                })?);
-            }
-        }
-        Ok(BenchServer { stop, workers })
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for h in self.workers.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
-
-/// Lets a blocking accept return every 100 ms (to see the stop flag).
-fn set_accept_timeout(l: &TcpListener) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-    // SAFETY: valid socket and option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            l.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    if rc != 0 {
-        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn serve(mut c: TcpStream, body: &str, stop: &AtomicBool) -> std::io::Result<()> {
-    c.set_nodelay(true)?;
-    c.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 4096];
-    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    let mut idle = 0;
-    loop {
-        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let close = pending[..end].windows(17).any(|w| w.eq_ignore_ascii_case(b"connection: close"));
-            pending.drain(..end + 4);
-            c.write_all(resp.as_bytes())?;
-            if close {
-                return Ok(());
-            }
-        }
-        match c.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                idle = 0;
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                idle += 1;
-                if stop.load(Ordering::Relaxed) || idle > 50 {
-                    return Ok(());
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Reads one answer (head + Content-Length body).
@@ -209,36 +121,48 @@ fn one_request(target: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// New connections per second: `CONN_THREADS` clients for `secs`.
-fn conn_rate(client_ns: &str, target: SocketAddr, secs: f64) -> Result<(f64, u64)> {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+/// What one new-connections run measured.
+pub(super) struct ConnRun {
+    pub(super) per_s: f64,
+    failed: u64,
+    /// Busy CPU-seconds of the balancer's CPU and of the generator's.
+    pub(super) bal: cpus::CpuTime,
+    gen_busy: f64,
+    /// CPU-seconds of the balancer's own threads (NAPI thread of its veth,
+    /// ksoftirqd of its CPU, HAProxy's process).
+    pub(super) procs: f64,
+    pub(super) ok: u64,
+    secs: f64,
+}
+
+/// New connections per second from the epoll generator ([`connload`]),
+/// pinned to `place.load`; CPU use of both CPUs and of `procs` over the run.
+fn conn_rate(client_ns: &str, target: SocketAddr, secs: f64, place: &Placement, procs: &[u32]) -> Result<ConnRun> {
+    let SocketAddr::V4(t4) = target else { bail!("IPv4 target expected") };
+    let proc_cpu = || -> Result<f64> { procs.iter().map(|&p| sys::process_cpu_seconds(p)).sum() };
+    let (b0, g0, p0) = (cpus::cpu_time(place.bal)?, cpus::cpu_time(place.load)?, proc_cpu()?);
     let start = Instant::now();
-    let handles: Vec<_> = (0..CONN_THREADS)
-        .map(|i| {
-            spawn_in_netns(client_ns, &format!("bench-conn{i}"), move || {
-                let (mut ok, mut failed) = (0u64, 0u64);
-                while Instant::now() < deadline && !netns::abort_requested() {
-                    match one_request(target) {
-                        Ok(()) => ok += 1,
-                        Err(_) => failed += 1,
-                    }
-                }
-                Ok((ok, failed))
-            })
-        })
-        .collect::<Result<_>>()?;
-    let (mut ok, mut failed) = (0, 0);
-    for h in handles {
-        let (o, f) = h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-        ok += o;
-        failed += f;
-    }
-    Ok((ok as f64 / start.elapsed().as_secs_f64(), failed))
+    let (ok, failed) = sys::scoped_in_netns(client_ns, None, || {
+        cpus::pin_self(place.load)?;
+        connload::run(t4, secs, OP_TIMEOUT)
+    })?;
+    let el = start.elapsed().as_secs_f64();
+    let (b1, g1, p1) = (cpus::cpu_time(place.bal)?, cpus::cpu_time(place.load)?, proc_cpu()?);
+    Ok(ConnRun { per_s: ok as f64 / el, failed, bal: b1 - b0, gen_busy: (g1 - g0).busy, procs: p1 - p0, ok, secs: el })
+}
+
+/// Which CPU does what: `bal` runs the balancer (HAProxy's process, or the
+/// NAPI thread of lb0 where lb's XDP program runs); `load` runs the client,
+/// the backends and their NAPI threads.
+struct Placement {
+    bal: usize,
+    load: usize,
 }
 
 /// Latency of `n` sequential short requests, each on a new connection (µs).
-fn latency(client_ns: &str, target: SocketAddr, n: usize) -> Result<Vec<f64>> {
-    in_netns(client_ns, move || {
+fn latency(client_ns: &str, target: SocketAddr, n: usize, cpu: usize) -> Result<Vec<f64>> {
+    sys::scoped_in_netns(client_ns, None, move || {
+        cpus::pin_self(cpu)?;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
@@ -251,12 +175,13 @@ fn latency(client_ns: &str, target: SocketAddr, n: usize) -> Result<Vec<f64>> {
 }
 
 /// Keep-alive request/answer loops: (requests per second, failures).
-fn keepalive_rate(client_ns: &str, target: SocketAddr, secs: f64) -> Result<(f64, u64)> {
+fn keepalive_rate(client_ns: &str, target: SocketAddr, secs: f64, cpu: usize) -> Result<(f64, u64)> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
     let handles: Vec<_> = (0..KEEPALIVE_CONNS)
         .map(|i| {
             spawn_in_netns(client_ns, &format!("bench-ka{i}"), move || {
+                cpus::pin_self(cpu)?;
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut conn: Option<(TcpStream, Vec<u8>)> = None;
                 while Instant::now() < deadline && !netns::abort_requested() {
@@ -324,18 +249,48 @@ struct Side {
     lat_p50_us: Vec<f64>,
     lat_p99_us: Vec<f64>,
     cpu_cores: Vec<f64>,
+    /// CPU time of the balancer's threads per connection (µs): lb0's NAPI
+    /// thread(s), ksoftirqd of the balancer CPU, HAProxy's process.
+    cpu_us_per_conn: Vec<f64>,
+    /// Everything the balancer CPU did per connection (µs, /proc/stat;
+    /// includes other jobs on the machine), and the softirq share of it.
+    busy_us_per_conn: Vec<f64>,
+    softirq_share: Vec<f64>,
+    /// Busy fraction of each CPU during the new-connections run.
+    bal_busy: Vec<f64>,
+    gen_busy: Vec<f64>,
 }
 
 /// Runs the three workloads against `target`; `pid` (HAProxy) gets its CPU
 /// use measured during the keep-alive run.
-fn workloads(topo: &Topology, target: SocketAddr, pid: Option<u32>, budget: &Budget, side: &mut Side) -> Result<()> {
+fn workloads(
+    topo: &Topology,
+    target: SocketAddr,
+    pid: Option<u32>,
+    place: &Placement,
+    budget: &Budget,
+    side: &mut Side,
+) -> Result<()> {
     let client = topo.client().ns.clone();
     wait_listening(&client, target)?;
-    let (rate, failed) = conn_rate(&client, target, budget.load_secs)?;
-    side.conn_per_s.push(rate);
-    side.conn_failed += failed;
+    // lb0's NAPI thread(s) run lb's XDP program, and HAProxy's receive path.
+    let mut procs = cpus::threaded_napi_on(&topo.lb().ns, &topo.lb().ifname, place.bal)?;
+    if let Some(p) = pid {
+        cpus::pin_pid(p, place.bal)?;
+        procs.push(p);
+    }
+    procs.push(cpus::ksoftirqd(place.bal)?);
+    let c = conn_rate(&client, target, budget.load_secs, place, &procs)?;
+    side.conn_per_s.push(c.per_s);
+    side.conn_failed += c.failed;
+    let per_conn = |s: f64| s * 1e6 / c.ok.max(1) as f64;
+    side.cpu_us_per_conn.push(per_conn(c.procs));
+    side.busy_us_per_conn.push(per_conn(c.bal.busy));
+    side.softirq_share.push(c.bal.softirq / c.bal.busy.max(1e-9));
+    side.bal_busy.push(c.bal.busy / c.secs);
+    side.gen_busy.push(c.gen_busy / c.secs);
     aborted()?;
-    let lat = latency(&client, target, budget.latency_requests)?;
+    let lat = latency(&client, target, budget.latency_requests, place.load)?;
     side.lat_p50_us.push(percentile_sorted(&lat, 50.0));
     side.lat_p99_us.push(percentile_sorted(&lat, 99.0));
     aborted()?;
@@ -343,7 +298,7 @@ fn workloads(topo: &Topology, target: SocketAddr, pid: Option<u32>, budget: &Bud
     let before = sys::link_packets(&sw, &port)?.1;
     let cpu_before = pid.map(sys::process_cpu_seconds).transpose()?;
     let t = Instant::now();
-    let (req, _failed) = keepalive_rate(&client, target, budget.load_secs)?;
+    let (req, _failed) = keepalive_rate(&client, target, budget.load_secs, place.load)?;
     let el = t.elapsed().as_secs_f64();
     let after = sys::link_packets(&sw, &port)?.1;
     if let (Some(p), Some(b)) = (pid, cpu_before) {
@@ -354,10 +309,41 @@ fn workloads(topo: &Topology, target: SocketAddr, pid: Option<u32>, budget: &Bud
     Ok(())
 }
 
+/// Runs `f` with HAProxy running in the balancer's namespace, pinned to
+/// `cpu`; fails with HAProxy's alert when it exited.
+fn with_haproxy<T>(
+    topo: &Topology,
+    haproxy: &Path,
+    cfg: &Path,
+    cpu: usize,
+    f: impl FnOnce(Option<u32>) -> Result<T>,
+) -> Result<T> {
+    let log = topo.dir().join("haproxy.log");
+    let (cpu, hp_s, cfg_s) = (cpu.to_string(), haproxy.to_str().context("path")?, cfg.to_str().context("path")?);
+    let args = ["-c", &cpu, hp_s, "-f", cfg_s, "-db"];
+    let mut child = ChildGuard::spawn_in(&topo.lb().ns, "haproxy", Path::new("taskset"), &args, &log)?;
+    if let Some(p) = child.pid() {
+        cpus::pin_pid(p, cpu.parse()?)?;
+    }
+    let r = f(child.pid());
+    if let Some(status) = child.try_status() {
+        let log = child.log_text();
+        let alerts: Vec<&str> = log.lines().filter(|l| l.contains("ALERT")).collect();
+        bail!("haproxy exited ({status}): {}", if alerts.is_empty() { log.trim() } else { alerts[0] });
+    }
+    child.stop(Duration::from_secs(2));
+    r
+}
+
 pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let haproxy = ensure_haproxy()?;
     let version = netns::run(haproxy.to_str().unwrap(), &["-v"]).unwrap_or_default();
     report.set("haproxy.version", serde_json::json!(version.lines().next().unwrap_or("").trim()));
+    if sys::cpus() < 2 {
+        bail!("the HAProxy comparison needs 2 CPUs (one for the balancer, one for client and backends)");
+    }
+    let place = Placement { bal: sys::bench_cpu(), load: 0 };
+    report.number("haproxy_bench.balancer_cpu", place.bal as f64);
     let opts = super::topology_options(lb_bin, true);
     let mut topo = Topology::new(opts)?;
     for ns in [topo.client().ns.clone(), topo.lb().ns.clone()] {
@@ -366,7 +352,7 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let mut servers = Vec::new();
     for b in topo.backends() {
         let addrs = [SocketAddr::new(VIP_V4.into(), 80), SocketAddr::new(b.v4.into(), 80)];
-        servers.push(BenchServer::start(&b.ns, &b.name, &addrs)?);
+        servers.push(BenchServer::start(&b.ns, &b.name, &addrs, place.load)?);
     }
     let lb_cfg = topo.write_config(&[VipSpec::tcp(VIP_V4, 80, Forwarding::L2dsr)]);
     let mut hcfg = format!(
@@ -383,26 +369,43 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     let lb_target = SocketAddr::new(IpAddr::V4(VIP_V4), 80);
     let hp_target = SocketAddr::new(IpAddr::V4(topo.lb().v4), HAPROXY_PORT);
 
+    let direct_target = SocketAddr::new(IpAddr::V4(topo.backends()[0].v4), 80);
     let rounds = if budget.quick { 1 } else { 3 };
     let (mut lb, mut hp) = (Side::default(), Side::default());
+    let mut one = onecpu::Figures::default();
+    let one_cpu = Placement { bal: place.load, load: place.load };
     for _ in 0..rounds {
         aborted()?;
-        topo.start_lb(&lb_cfg)?;
-        workloads(&topo, lb_target, None, budget, &mut lb)?;
-        topo.stop_lb()?;
-        let log = topo.dir().join("haproxy.log");
-        let hpath_s = hpath.to_str().context("path")?;
-        let mut child = ChildGuard::spawn_in(&topo.lb().ns, "haproxy", &haproxy, &["-f", hpath_s, "-db"], &log)?;
-        let r = workloads(&topo, hp_target, child.pid(), budget, &mut hp);
-        if let Some(status) = child.try_status() {
-            let log = child.log_text();
-            let alerts: Vec<&str> = log.lines().filter(|l| l.contains("ALERT")).collect();
-            bail!("haproxy exited ({status}): {}", if alerts.is_empty() { log.trim() } else { alerts[0] });
+        // Split placement: balancer CPU vs client+backends CPU.
+        for h in std::iter::once(topo.client()).chain(topo.backends()) {
+            cpus::threaded_napi_on(&h.ns, &h.ifname, place.load)?;
         }
-        child.stop(Duration::from_secs(2));
-        r?;
+        topo.start_lb(&lb_cfg)?;
+        workloads(&topo, lb_target, None, &place, budget, &mut lb)?;
+        topo.stop_lb()?;
+        with_haproxy(&topo, &haproxy, &hpath, place.bal, |pid| {
+            workloads(&topo, hp_target, pid, &place, budget, &mut hp)
+        })?;
+        // One CPU for everything, against a direct client -> backend run.
+        let client = topo.client().ns.clone();
+        for h in std::iter::once(topo.client()).chain(topo.backends()).chain(std::iter::once(topo.lb())) {
+            cpus::threaded_napi_off(&h.ns, &h.ifname)?;
+        }
+        let conn = |target, procs: &[u32]| conn_rate(&client, target, budget.load_secs, &one_cpu, procs);
+        wait_listening(&client, direct_target)?;
+        let direct = conn(direct_target, &[])?;
+        topo.start_lb(&lb_cfg)?;
+        wait_listening(&client, lb_target)?;
+        let with_lb = conn(lb_target, &[])?;
+        topo.stop_lb()?;
+        let with_hp = with_haproxy(&topo, &haproxy, &hpath, one_cpu.bal, |pid| {
+            wait_listening(&client, hp_target)?;
+            conn(hp_target, &[pid.context("haproxy pid")?])
+        })?;
+        one.add(&direct, &with_lb, &with_hp);
     }
     drop(servers);
+    one.report(report);
 
     let put = |report: &mut Report, who: &str, s: &Side| {
         report.stat(&format!("{who}.conn_per_s"), Stat::of(&s.conn_per_s).unwrap());
@@ -411,6 +414,11 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
         report.stat(&format!("{who}.latency_us.p50"), Stat::of(&s.lat_p50_us).unwrap());
         report.stat(&format!("{who}.latency_us.p99"), Stat::of(&s.lat_p99_us).unwrap());
         report.number(&format!("{who}.conn_failures"), s.conn_failed as f64);
+        report.stat(&format!("{who}.split.threads_cpu_us_per_conn"), Stat::of(&s.cpu_us_per_conn).unwrap());
+        report.stat(&format!("{who}.softirq_share"), Stat::of(&s.softirq_share).unwrap());
+        report.stat(&format!("{who}.split.balancer_cpu_busy_us_per_conn"), Stat::of(&s.busy_us_per_conn).unwrap());
+        report.stat(&format!("{who}.conn_run.balancer_cpu_busy"), Stat::of(&s.bal_busy).unwrap());
+        report.stat(&format!("{who}.conn_run.generator_cpu_busy"), Stat::of(&s.gen_busy).unwrap());
     };
     put(report, "lb", &lb);
     put(report, "haproxy", &hp);
@@ -419,6 +427,10 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
     }
     let ratio = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
     report.stat("lb_vs_haproxy.conn_per_s", Stat::of(&ratio(&lb.conn_per_s, &hp.conn_per_s)).unwrap());
+    report.stat(
+        "lb_vs_haproxy.split.threads_cpu_per_conn",
+        Stat::of(&ratio(&lb.cpu_us_per_conn, &hp.cpu_us_per_conn)).unwrap(),
+    );
     report.stat("lb_vs_haproxy.pps", Stat::of(&ratio(&lb.pps, &hp.pps)).unwrap());
     report.stat("lb_vs_haproxy.keepalive_req_per_s", Stat::of(&ratio(&lb.req_per_s, &hp.req_per_s)).unwrap());
     report.stat("lb_vs_haproxy.latency_p50", Stat::of(&ratio(&lb.lat_p50_us, &hp.lat_p50_us)).unwrap());
@@ -429,7 +441,7 @@ pub fn run(lb_bin: &Path, budget: &Budget, report: &mut Report) -> Result<()> {
 
 pub fn table(r: &Report) -> Table {
     let mut t = Table::new(
-        "4. lb vs HAProxy (TCP mode, nbthread 1), same topology, backends and client load",
+        "4. lb vs HAProxy (TCP mode, nbthread 1), same topology, backends, client load and CPU placement",
         &["metric", "lb", "HAProxy", "lb / HAProxy", "target"],
     );
     let rows = [
@@ -438,6 +450,28 @@ pub fn table(r: &Report) -> Table {
         ("keep-alive requests/s", "keepalive_req_per_s", "keepalive_req_per_s", 0, ""),
         ("latency p50, new conn + request (us)", "latency_us.p50", "latency_p50", 0, ""),
         ("latency p99, new conn + request (us)", "latency_us.p99", "latency_p99", 0, ""),
+        (
+            "split: balancer threads' CPU per new conn (us)",
+            "split.threads_cpu_us_per_conn",
+            "split.threads_cpu_per_conn",
+            1,
+            "",
+        ),
+        (
+            "split: balancer CPU busy per new conn (us, incl. other jobs)",
+            "split.balancer_cpu_busy_us_per_conn",
+            "",
+            1,
+            "",
+        ),
+        ("one CPU: balancer CPU per new conn over direct (us)", "cpu_us_per_conn", "cpu_per_conn", 1, ""),
+        (
+            "one CPU: new conn/s per balancer core (1e6 / that)",
+            "conn_per_s_per_core",
+            "conn_per_s_per_core",
+            0,
+            ">= 3x",
+        ),
     ];
     t.row(vec![
         "HAProxy CPU during the keep-alive load (cores)".into(),
@@ -446,6 +480,18 @@ pub fn table(r: &Report) -> Table {
         "".into(),
         "".into(),
     ]);
+    for (what, key) in [
+        ("split: balancer CPU busy, new-conn run", "balancer_cpu_busy"),
+        ("split: client+backends CPU busy, new-conn run", "generator_cpu_busy"),
+    ] {
+        t.row(vec![
+            what.into(),
+            r.show(&format!("lb.conn_run.{key}"), 2),
+            r.show(&format!("haproxy.conn_run.{key}"), 2),
+            "".into(),
+            "".into(),
+        ]);
+    }
     for (what, key, rkey, d, target) in rows {
         t.row(vec![
             what.into(),
@@ -456,6 +502,13 @@ pub fn table(r: &Report) -> Table {
         ]);
     }
     t.row(vec![
+        "one CPU for all: new TCP connections/s (direct run: onecpu.direct.*)".into(),
+        r.show("onecpu.lb.conn_per_s", 0),
+        r.show("onecpu.haproxy.conn_per_s", 0),
+        r.show("onecpu.lb_vs_haproxy.conn_per_s", 2),
+        "".into(),
+    ]);
+    t.row(vec![
         "packets/s per core (derived: lb veth IPIP; HAProxy pps / its CPU)".into(),
         r.show("lb.pps_per_core", 0),
         r.show("haproxy.pps_per_core", 0),
@@ -465,7 +518,7 @@ pub fn table(r: &Report) -> Table {
     t
 }
 
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 11] = [
     "haproxy.conn_per_s",
     "lb.conn_per_s",
     "haproxy.pps",
@@ -474,4 +527,7 @@ pub const KEYS: [&str; 8] = [
     "lb.latency_us.p50",
     "haproxy.latency_us.p99",
     "lb.latency_us.p99",
+    "lb.cpu_us_per_conn",
+    "haproxy.cpu_us_per_conn",
+    "lb_vs_haproxy.cpu_per_conn",
 ];

@@ -5,9 +5,13 @@
 //! ([`report`], [`svg`]).
 
 pub mod config;
+pub mod connload;
 pub mod control;
+pub mod cpus;
 pub mod haproxy;
 pub mod harness;
+pub mod httpsrv;
+pub mod onecpu;
 pub mod peers;
 pub mod prog;
 /// The live-frames generator and hand-written programs, shared with the tests.
