@@ -136,7 +136,7 @@ pub struct Global {
     /// program forwards only frames addressed to it.
     pub interface_mac: Option<Mac>,
     /// How often the agent recounts active connections from the connection
-    /// table (read at start).
+    /// table.
     pub active_reconcile_ms: u64,
     /// A TCP flow not seen for this long no longer counts as active.
     pub tcp_idle_timeout_s: u32,

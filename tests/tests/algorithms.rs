@@ -254,3 +254,32 @@ fn udp_flows_count_as_active_until_their_idle_timeout() {
     env.wait_active(&id, "UDP flows idled out", |a| a.values().all(|n| *n == 0));
     env.stop();
 }
+
+#[test]
+fn a_reload_changes_the_recount_period_at_once() {
+    let vip = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING);
+    let Some(env) = Env::start("recount_reload", std::slice::from_ref(&vip), "active_reconcile_ms = 60000\n") else {
+        return;
+    };
+    let recounts = |env: &Env| env.status()["active_recount"]["recounts"].as_u64().unwrap_or(0);
+    // The first recount runs at start; the next is a minute away.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = recounts(&env);
+    if before > 1 {
+        env.fail(format!("{before} recounts in the first second with a 60 s period"));
+    }
+    let path = env.topo.dir().join("algorithms.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap().replace("active_reconcile_ms = 60000", "active_reconcile_ms = 200");
+    std::fs::write(&path, text).unwrap();
+    env.cli(&["reload"]);
+    // Within the test's bound (well under the old minute), several recounts.
+    let start = Instant::now();
+    while recounts(&env) < before + 3 {
+        if start.elapsed() > WAIT {
+            env.fail(format!("the reloaded 200 ms period did not apply: {} recounts", recounts(&env)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.stop();
+}

@@ -244,16 +244,18 @@ impl Owner {
         cancel: CancellationToken,
     ) -> Dataplane {
         let mut agent_events = self.agents.take_events();
-        let mut hotspot_at = tokio::time::Instant::now();
-        let every = Duration::from_millis(self.config.global.active_reconcile_ms);
-        let mut recount = tokio::time::interval(every);
-        recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Periodic work: due one period (read from the configuration on every
+        // turn, so a reload changes it at once) after it last ran.
+        let (mut hotspot_ran, mut recount_ran) = (None, None);
+        let due = |ran: Option<tokio::time::Instant>, ms: u64| {
+            ran.map_or_else(tokio::time::Instant::now, |t| t + Duration::from_millis(ms))
+        };
         let (counted_tx, mut counted_rx) = mpsc::channel(1);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep_until(hotspot_at) => {
-                    hotspot_at = tokio::time::Instant::now() + Duration::from_millis(self.config.hot_spot.interval_ms);
+                _ = tokio::time::sleep_until(due(hotspot_ran, self.config.hot_spot.interval_ms)) => {
+                    hotspot_ran = Some(tokio::time::Instant::now());
                     self.on_hotspot_tick();
                 }
                 Some(req) = requests.recv() => self.handle(req),
@@ -261,7 +263,10 @@ impl Owner {
                 Some(ev) = agent_events.recv() => self.on_agent(ev),
                 // Armed only while a slow start ramps.
                 _ = slowstart::until(self.slowstart.next_step(Instant::now())) => self.resync("a slow-start step"),
-                _ = recount.tick() => self.start_recount(&counted_tx),
+                _ = tokio::time::sleep_until(due(recount_ran, self.config.global.active_reconcile_ms)) => {
+                    recount_ran = Some(tokio::time::Instant::now());
+                    self.start_recount(&counted_tx);
+                }
                 Some(counted) = counted_rx.recv() => self.finish_recount(counted),
             }
         }
