@@ -9,3 +9,9 @@ pub mod maglev;
 pub mod neighbour;
 pub mod objects;
 pub mod swrr;
+
+/// Wall-clock milliseconds since the epoch (0 before it), the time stamps of
+/// status, transitions and events.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

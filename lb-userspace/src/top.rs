@@ -9,7 +9,7 @@ use std::{
     io::{IsTerminal, Write as _},
     os::fd::AsRawFd,
     sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use clap::Args;
@@ -40,15 +40,11 @@ mod render;
 use model::{History, Snapshot};
 use render::{Style, render};
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
-
 fn sample(client: &Client) -> Result<(u64, Snapshot), ClientError> {
     let raw = client.call("GET", "/v1/status", None::<&()>)?;
     let snap: Snapshot = serde_json::from_value(raw)
         .map_err(|e| ClientError::Protocol { path: "(status)".into(), reason: format!("unexpected status: {e}") })?;
-    Ok((snap.sampled_unix_ms.unwrap_or_else(unix_ms), snap))
+    Ok((snap.sampled_unix_ms.unwrap_or_else(lb::unix_ms), snap))
 }
 
 static QUIT: AtomicBool = AtomicBool::new(false);

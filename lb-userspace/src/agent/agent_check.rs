@@ -185,7 +185,7 @@ async fn run_agent(
                 ask(target.backend, &spec).await
             } => r,
         };
-        let now = super::health::unix_ms();
+        let now = crate::unix_ms();
         let (line, reply) = match result {
             Ok(r) => r,
             Err(e) => {

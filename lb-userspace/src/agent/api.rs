@@ -166,7 +166,7 @@ pub async fn route<C: Control>(control: &C, method: &str, path: &str, bytes: &[u
                     .map_err(|e| ApiError::new(500, format!("encoding the status: {e}")))?;
                 // The agent's clock when the counters were read: rates computed
                 // by clients (status page, lb top) need no clock of their own.
-                v["sampled_unix_ms"] = json!(super::statuspage::unix_ms());
+                v["sampled_unix_ms"] = json!(crate::unix_ms());
                 Ok(v)
             }
             "/v1/reload" => control.reload().await.map(message),

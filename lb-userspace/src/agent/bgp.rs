@@ -25,9 +25,10 @@ use std::{
     net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use crate::unix_ms;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -334,10 +335,6 @@ fn set_marker(path: &Path, drained: bool) -> Result<(), String> {
         warn!(drain_file = %path.display(), error = %e, "updating the drain marker failed");
         format!("{}: {e}", path.display())
     })
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 fn describe(set: &BTreeSet<IpAddr>, bird: &str) -> String {

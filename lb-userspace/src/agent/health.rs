@@ -12,9 +12,10 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
+use crate::unix_ms;
 use lb_common::{
     VipKey,
     net::{IPPROTO_TCP, IPPROTO_UDP},
@@ -377,10 +378,6 @@ fn parse_status_line(line: &[u8]) -> Result<u16, String> {
 /// Status is plain data: a panic elsewhere leaves nothing half-updated worth refusing.
 pub(super) fn lock<St>(status: &Mutex<St>) -> MutexGuard<'_, St> {
     status.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     path::PathBuf,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use crate::unix_ms;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -480,8 +481,4 @@ impl Owner {
             warn!(error = %e, "updating the data path after {why} failed");
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }

@@ -7,8 +7,6 @@
 //! The page computes rates itself from successive samples, using the
 //! agent's `sampled_unix_ms`, so the agent keeps no history for it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::http::Response;
 
 /// The page, embedded in the binary.
@@ -16,11 +14,6 @@ pub static PAGE: &str = include_str!("statuspage.html");
 
 pub fn page() -> Response {
     Response::text(200, "text/html; charset=utf-8", PAGE.to_string())
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 #[cfg(test)]
