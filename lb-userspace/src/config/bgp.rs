@@ -102,17 +102,10 @@ pub(super) fn validate(raw: RawBgp) -> Result<BgpConfig, ConfigError> {
 mod tests {
     use crate::config::{Config, ConfigError};
 
-    const BASE: &str = "[global]\nnexthop_mac = \"02:00:00:00:00:fe\"\ntunnel_source_v4 = \"198.18.0.2\"\n";
+    use crate::config::tests::{MINIMAL_GLOBAL as BASE, key_of};
 
     fn parse(bgp: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(&format!("{BASE}[bgp]\n{bgp}"))
-    }
-
-    fn key_of(e: ConfigError) -> String {
-        match e {
-            ConfigError::Invalid { key, .. } => key,
-            other => other.to_string(),
-        }
     }
 
     #[test]

@@ -153,17 +153,10 @@ pub(super) fn validate(raw: Option<RawHotSpot>) -> Result<HotSpotConfig, ConfigE
 mod tests {
     use crate::config::{Config, ConfigError};
 
-    const BASE: &str = "[global]\nnexthop_mac = \"02:00:00:00:00:fe\"\ntunnel_source_v4 = \"198.18.0.2\"\n";
+    use crate::config::tests::{MINIMAL_GLOBAL as BASE, key_of};
 
     fn parse(table: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(&format!("{BASE}[hot_spot]\n{table}"))
-    }
-
-    fn key_of(e: ConfigError) -> String {
-        match e {
-            ConfigError::Invalid { key, .. } => key,
-            other => other.to_string(),
-        }
     }
 
     #[test]

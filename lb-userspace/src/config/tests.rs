@@ -30,6 +30,18 @@ ring_size = 251
   mac = "02:00:00:00:11:01"
 "#;
 
+/// The least `[global]` a valid file needs: tests of one table append theirs.
+pub(super) const MINIMAL_GLOBAL: &str =
+    "[global]\nnexthop_mac = \"02:00:00:00:00:fe\"\ntunnel_source_v4 = \"198.18.0.2\"\n";
+
+/// The key a validation error names (or the whole message of another error).
+pub(super) fn key_of(e: ConfigError) -> String {
+    match e {
+        ConfigError::Invalid { key, .. } => key,
+        other => other.to_string(),
+    }
+}
+
 pub(super) fn err(text: &str) -> String {
     Config::from_toml_str(text).unwrap_err().to_string()
 }
