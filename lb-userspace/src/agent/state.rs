@@ -157,15 +157,28 @@ pub fn taking_new_flows(
 ) -> HashSet<Target> {
     let mut out = HashSet::new();
     for vip in &config.vips {
-        let open = fail_open(vip, health);
-        for b in &vip.backends {
-            let f = factors_of(vip, b, factors);
-            if placement(vip, b, health_of(vip, b, health), open, f).1 > 0 {
+        for (b, (_, weight)) in vip.backends.iter().zip(placements(vip, health, factors)) {
+            if weight > 0 {
                 out.insert(Target { vip: vip.key(), backend: b.address });
             }
         }
     }
     out
+}
+
+/// Each backend's placement and table weight, in the VIP's order: its
+/// health, the VIP's all-down policy, its factors and the VIP's weight scale.
+pub fn placements(
+    vip: &Vip,
+    health: &HashMap<Target, Health>,
+    factors: &HashMap<Target, WeightFactors>,
+) -> Vec<(Placement, u32)> {
+    let open = fail_open(vip, health);
+    let scale = weight_scale(vip, factors);
+    vip.backends
+        .iter()
+        .map(|b| placement(vip, &scaled(b, scale), health_of(vip, b, health), open, factors_of(vip, b, factors)))
+        .collect()
 }
 
 /// What a VIP's configured weights are multiplied by in the table: 1 while
@@ -185,7 +198,7 @@ pub fn weight_scale(vip: &Vip, factors: &HashMap<Target, WeightFactors>) -> u32 
 }
 
 /// A backend with its weight scaled by [`weight_scale`], as placed in the table.
-pub fn scaled(b: &BackendConfig, scale: u32) -> BackendConfig {
+fn scaled(b: &BackendConfig, scale: u32) -> BackendConfig {
     BackendConfig { weight: b.weight * scale, ..b.clone() }
 }
 
@@ -197,17 +210,12 @@ pub fn effective(
 ) -> Config {
     let mut out = config.clone();
     for vip in &mut out.vips {
-        let open = fail_open(vip, health);
-        let original = vip.clone();
-        let scale = weight_scale(&original, factors);
-        vip.backends = original
-            .backends
-            .iter()
-            .filter_map(|b| {
-                let f = factors_of(&original, b, factors);
-                let (place, weight) = placement(&original, &scaled(b, scale), health_of(&original, b, health), open, f);
-                (place != Placement::Removed).then(|| BackendConfig { weight, ..b.clone() })
-            })
+        let placed = placements(vip, health, factors);
+        vip.backends = std::mem::take(&mut vip.backends)
+            .into_iter()
+            .zip(placed)
+            .filter(|(_, (place, _))| *place != Placement::Removed)
+            .map(|(b, (_, weight))| BackendConfig { weight, ..b })
             .collect();
     }
     out

@@ -130,11 +130,10 @@ impl Owner {
                 let backends = vip
                     .backends
                     .iter()
-                    .map(|b| {
+                    .zip(state::placements(vip, &self.health, &self.factors))
+                    .map(|(b, (placement, effective_weight))| {
                         let health = state::health_of(vip, b, &self.health);
                         let factors = state::factors_of(vip, b, &self.factors);
-                        let scaled = state::scaled(b, state::weight_scale(vip, &self.factors));
-                        let (placement, effective_weight) = state::placement(vip, &scaled, health, open, factors);
                         let c = backend_counters.get(&(key, b.address)).copied().unwrap_or_default();
                         let target = Target { vip: key, backend: b.address };
                         let (probe, agent) = (self.monitor.status(&target), self.agents.status(&target));
