@@ -1,13 +1,7 @@
 //! The commands that talk to a running agent: one request each over the
 //! control socket, and human views of the answers.
 
-use std::{
-    collections::HashMap,
-    fmt::Write,
-    io,
-    path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, fmt::Write, io, path::PathBuf, time::Duration};
 
 use lb::{
     agent::{
@@ -120,7 +114,7 @@ impl Client {
         if json {
             println!("{}", serde_json::to_string_pretty(&raw).expect("JSON"));
         } else {
-            print!("{}", status_text(&status, now_ms()));
+            print!("{}", status_text(&status, lb::unix_ms()));
         }
         Ok(())
     }
@@ -316,10 +310,6 @@ struct TransitionView {
 
 /// Transitions shown by `lb status`.
 const TRANSITIONS_SHOWN: usize = 5;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
 
 /// `3d4h`, `2h5m`, `3m12s`, `12s`.
 fn duration(secs: u64) -> String {
