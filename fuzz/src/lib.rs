@@ -263,7 +263,7 @@ pub fn maglev(data: &[u8]) {
     for (entry, slot) in table.iter().enumerate() {
         match slot {
             None => assert!(!any_weight, "entry {entry} of {size} left empty with a positive weight"),
-            Some(i) => assert!(candidates[*i].weight > 0, "entry {entry} given to a candidate of weight 0"),
+            Some(i) => assert!(candidates[*i as usize].weight > 0, "entry {entry} given to a candidate of weight 0"),
         }
     }
     // One entry list per address, whatever the order (duplicates removed:
@@ -273,8 +273,8 @@ pub fn maglev(data: &[u8]) {
     if unique.len() == candidates.len() {
         let mut reversed = unique.clone();
         reversed.reverse();
-        let by_addr = |cands: &[Candidate], t: &[Option<usize>]| -> Vec<Option<IpAddr>> {
-            t.iter().map(|e| e.map(|i| cands[i].address)).collect()
+        let by_addr = |cands: &[Candidate], t: &[Option<u16>]| -> Vec<Option<IpAddr>> {
+            t.iter().map(|e| e.map(|i| cands[i as usize].address)).collect()
         };
         assert!(
             by_addr(&unique, &table) == by_addr(&reversed, &maglev::build(&reversed, size)),

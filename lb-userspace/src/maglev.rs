@@ -29,8 +29,11 @@ pub struct Candidate {
 }
 
 /// Builds a table of `size` entries (`size` prime). Each entry is an index into
-/// `candidates`; `None` everywhere when no candidate has a weight.
-pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
+/// `candidates`; `None` everywhere when no candidate has a weight. 2-byte
+/// indices (4 bytes with the `Option`) keep the randomly written table in L2,
+/// so at most 65536 candidates (a VIP has at most `MAX_BACKENDS`, 4096).
+pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<u16>> {
+    assert!(candidates.len() <= 1 << 16, "{} Maglev candidates, at most 65536", candidates.len());
     let m = size as u64;
     let mut order: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
     order.sort_by_key(|&i| candidates[i].address);
@@ -40,7 +43,7 @@ pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
         return table;
     }
     // Each backend walks its permutation with `position`, advanced by `skip`
-    // modulo M by one conditional subtraction (no division in the loop). The
+    // modulo M by a branch-free conditional subtraction (no division). The
     // probe test reads an occupancy bitmap (8 KiB for M = 65537, it stays in
     // L1) rather than the table: the walk is almost all of the build's time.
     let mut turns: Vec<Turn> = order
@@ -49,12 +52,13 @@ pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
             let words = addr_words(candidates[index].address);
             let offset = hash_words4(&words, MAGLEV_OFFSET_SEED) as u64 % m;
             let skip = if m > 1 { hash_words4(&words, MAGLEV_SKIP_SEED) as u64 % (m - 1) + 1 } else { 1 };
-            Turn { index, position: offset, skip, inverse: None, weight: candidates[index].weight as u64, credit: 0 }
+            let skip2 = next_position(skip, skip, m);
+            let weight = candidates[index].weight as u64;
+            Turn { index: index as u16, position: offset, skip, skip2, inverse: None, weight, credit: 0 }
         })
         .collect();
     let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
     let mut taken = vec![0u64; (size as usize).div_ceil(64)];
-    let is_taken = |taken: &[u64], e: u64| taken[(e / 64) as usize] & (1 << (e % 64)) != 0;
     // Entries still free once fewer than `LATE_FREE` are left.
     let mut late: Option<Vec<u64>> = None;
     let mut filled = 0u64;
@@ -65,14 +69,7 @@ pub fn build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
                 t.credit -= max_weight;
                 let entry = match late.as_mut() {
                     Some(free) => t.nearest_free(free, m),
-                    None => {
-                        // A permutation visits every entry once, so a free
-                        // one is always found while the table is not full.
-                        while is_taken(&taken, t.position) {
-                            t.position = next_position(t.position, t.skip, m);
-                        }
-                        t.position
-                    }
+                    None => t.walk(&taken, m),
                 };
                 taken[(entry / 64) as usize] |= 1 << (entry % 64);
                 table[entry as usize] = Some(t.index);
@@ -97,17 +94,42 @@ const LATE_FREE: u64 = 128;
 
 /// A backend's progress through its permutation.
 struct Turn {
-    index: usize,
+    index: u16,
     /// The next entry of its permutation it has not looked at.
     position: u64,
     skip: u64,
+    /// `2 * skip % M`.
+    skip2: u64,
     /// `skip`'s inverse modulo M, computed when first needed.
     inverse: Option<u64>,
     weight: u64,
     credit: u64,
 }
 
+/// Whether entry `e` is taken in the occupancy bitmap.
+fn is_taken(taken: &[u64], e: u64) -> bool {
+    taken[(e / 64) as usize] & (1 << (e % 64)) != 0
+}
+
 impl Turn {
+    /// The first free entry of the permutation from `position` on. Two
+    /// probes per step, both computed from `p` (`skip` and `2 * skip`), halve
+    /// the chain of dependent additions. A permutation visits every entry
+    /// once, so a free one is always found while the table is not full.
+    fn walk(&self, taken: &[u64], m: u64) -> u64 {
+        let mut p = self.position;
+        loop {
+            if !is_taken(taken, p) {
+                return p;
+            }
+            let q = next_position(p, self.skip, m);
+            if !is_taken(taken, q) {
+                return q;
+            }
+            p = next_position(p, self.skip2, m);
+        }
+    }
+
     /// Removes and returns the free entry the walk from `position` would
     /// reach first: the one fewest `skip` steps away. Entries it passed
     /// earlier were taken when it passed them and stay taken, so every free
@@ -136,8 +158,10 @@ fn mod_inverse(a: u64, m: u64) -> u64 {
 /// `(position + skip) % m` for `position < m`, `skip < m`.
 #[inline(always)]
 fn next_position(position: u64, skip: u64, m: u64) -> u64 {
-    let next = position + skip;
-    if next >= m { next - m } else { next }
+    // Branch-free: whether a step wraps is a coin toss for large skips, and
+    // a branch here was mispredicted about once per probe.
+    let back = m - skip;
+    std::hint::select_unpredictable(position >= back, position.wrapping_sub(back), position + skip)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub(super) fn build(vip: &Vip, source: &[(IpAddr, u32, u32)]) -> Vec<u16> {
                 source.iter().map(|&(address, weight, _)| maglev::Candidate { address, weight }).collect();
             maglev::build(&candidates, vip.ring_size)
                 .into_iter()
-                .map(|e| e.map_or(NO_BACKEND, |i| source[i].2 as u16))
+                .map(|e| e.map_or(NO_BACKEND, |i| source[i as usize].2 as u16))
                 .collect()
         }
         Algorithm::RoundRobin => {

@@ -6,10 +6,10 @@ fn backends(n: u32) -> Vec<Candidate> {
     (0..n).map(|i| Candidate { address: IpAddr::V4(Ipv4Addr::from(0xc612_0000 + i + 10)), weight: 1 }).collect()
 }
 
-fn counts(table: &[Option<usize>], n: usize) -> Vec<usize> {
+fn counts(table: &[Option<u16>], n: usize) -> Vec<usize> {
     let mut c = vec![0; n];
     for e in table {
-        c[e.expect("every slot filled")] += 1;
+        c[e.expect("every slot filled") as usize] += 1;
     }
     c
 }
@@ -43,8 +43,8 @@ fn order_of_candidates_does_not_matter() {
     let cands = backends(20);
     let mut reversed = cands.clone();
     reversed.reverse();
-    let a: Vec<IpAddr> = build(&cands, 4099).iter().map(|e| cands[e.unwrap()].address).collect();
-    let b: Vec<IpAddr> = build(&reversed, 4099).iter().map(|e| reversed[e.unwrap()].address).collect();
+    let a: Vec<IpAddr> = build(&cands, 4099).iter().map(|e| cands[e.unwrap() as usize].address).collect();
+    let b: Vec<IpAddr> = build(&reversed, 4099).iter().map(|e| reversed[e.unwrap() as usize].address).collect();
     assert_eq!(a, b);
 }
 
@@ -68,8 +68,8 @@ fn removing_one_backend_moves_few_entries() {
         .iter()
         .zip(&after)
         .filter(|(b, a)| {
-            let b = cands[b.unwrap()].address;
-            b != cands[500].address && b != fewer[a.unwrap()].address
+            let b = cands[b.unwrap() as usize].address;
+            b != cands[500].address && b != fewer[a.unwrap() as usize].address
         })
         .count();
     let fraction = moved as f64 / 65537.0;
@@ -83,18 +83,18 @@ fn golden_table() {
     // Pins the algorithm and the hashes: every lb instance, of any version
     // with this layout, must build exactly this table.
     let cands = backends(3);
-    let table: Vec<usize> = build(&cands, 13).into_iter().map(|e| e.unwrap()).collect();
+    let table: Vec<u16> = build(&cands, 13).into_iter().map(|e| e.unwrap()).collect();
     assert_eq!(table, GOLDEN_13);
 }
 
 /// 198.18.0.10, .11, .12 with equal weights in a 13-entry table, as an
 /// independent Python re-implementation of the paper's pseudo-code (with the
 /// `mmh3` package for the two hashes) fills it.
-const GOLDEN_13: [usize; 13] = [1, 2, 2, 0, 0, 2, 0, 0, 1, 1, 0, 2, 1];
+const GOLDEN_13: [u16; 13] = [1, 2, 2, 0, 0, 2, 0, 0, 1, 1, 0, 2, 1];
 
 /// The paper's fill written as plainly as possible: `build` must produce the
 /// same table whatever shortcuts it takes.
-fn reference_build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
+fn reference_build(candidates: &[Candidate], size: u32) -> Vec<Option<u16>> {
     let m = size as u64;
     let mut order: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
     order.sort_by_key(|&i| candidates[i].address);
@@ -120,7 +120,7 @@ fn reference_build(candidates: &[Candidate], size: u32) -> Vec<Option<usize>> {
                 while table[perm(i, next[k])].is_some() {
                     next[k] += 1;
                 }
-                table[perm(i, next[k])] = Some(i);
+                table[perm(i, next[k])] = Some(i as u16);
                 next[k] += 1;
                 filled += 1;
                 if filled == size {

@@ -43,7 +43,7 @@ fn entry(client: IpAddr, vip: IpAddr) -> usize {
 struct World {
     config: Config,
     factors: HashMap<Target, WeightFactors>,
-    table: Vec<Option<usize>>,
+    table: Vec<Option<u16>>,
     light: Vec<usize>,
     heavy: Vec<usize>,
     counts: Vec<Counts>,
@@ -101,13 +101,13 @@ impl World {
         for i in 0..self.light.len() {
             // 0, 1 or 2 flows a second (1 on average).
             let flows = self.next() % 3;
-            let b = self.table[self.light[i]].unwrap();
+            let b = self.table[self.light[i]].unwrap() as usize;
             self.counts[b].flows += flows;
             self.counts[b].packets += flows * LIGHT_PACKETS;
         }
         if heavy_on {
             for &e in &self.heavy {
-                let b = self.table[e].unwrap();
+                let b = self.table[e].unwrap() as usize;
                 self.counts[b].flows += HEAVY_FLOWS;
                 self.counts[b].packets += HEAVY_FLOWS * HEAVY_PACKETS;
             }
@@ -151,7 +151,7 @@ impl World {
     }
 
     fn hot_backend(&self) -> usize {
-        self.table[self.heavy[0]].unwrap()
+        self.table[self.heavy[0]].unwrap() as usize
     }
 }
 
