@@ -2,12 +2,17 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
 /// Backends over all VIPs; a backend id indexes `BACKENDS` and fits a ring lane (u16).
 pub const MAX_BACKENDS: u32 = 4096;
+/// `ConnEntry::seen` counts CLOCK_MONOTONIC_COARSE in units of 2^30 ns
+/// (~1.07 s): the program reads the clock on every packet of an established
+/// flow, and a shift costs nothing where a 64-bit division by 10^9 costs
+/// several ns.
+pub const SEEN_TICK_SHIFT: u32 = 30;
 /// Connection-table entries (LRU). About 100 bytes each in the kernel.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
 

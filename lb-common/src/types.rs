@@ -151,9 +151,22 @@ pub struct ConnEntry {
     pub epoch: u32,
     /// `CONN_F_*` bits.
     pub flags: u32,
-    /// Coarse monotonic seconds (CLOCK_MONOTONIC_COARSE) of the last packet,
-    /// written only when the second changed.
-    pub seen_s: u32,
+    /// CLOCK_MONOTONIC_COARSE of the last packet in ticks of
+    /// 2^`SEEN_TICK_SHIFT` ns ([`seen_ticks`]), written only when the tick
+    /// changed.
+    pub seen: u32,
+}
+
+/// `ConnEntry::seen` of a CLOCK_MONOTONIC_COARSE reading in ns.
+#[inline(always)]
+pub fn seen_ticks(ns: u64) -> u32 {
+    (ns >> crate::consts::SEEN_TICK_SHIFT) as u32
+}
+
+/// Ticks of `ConnEntry::seen` that cover `secs` seconds (rounded up).
+pub fn ticks_covering(secs: u32) -> u32 {
+    let tick_ns = 1u64 << crate::consts::SEEN_TICK_SHIFT;
+    (secs as u64 * 1_000_000_000).div_ceil(tick_ns) as u32
 }
 
 /// `RINGS` value: `RING_LANES` consecutive Maglev entries (backend ids).

@@ -186,16 +186,27 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
 /// re-picked, so a reused 5-tuple follows the current backend set; except,
 /// under a per-instance algorithm, the SYN of a flow still open: that is a
 /// retransmission, and the backend that got the first SYN may have answered
-/// it. Under Maglev and source hash a SYN skips the table lookup (the hot
-/// path of a SYN flood): an entry it overwrites is not uncounted, which the
-/// agent's next recount corrects. The flow hash is computed only when needed
-/// (a table hit of an IPv4 flow never needs it).
+/// it. Under Maglev and source hash a SYN looks its entry up only when the
+/// flood guard lets it record (under a flood the lookup is skipped), and an
+/// open entry that already names the picked backend is kept as it is: a
+/// retransmitted SYN costs a lookup instead of a table update. The flow
+/// hash is computed only when needed (a table hit of an IPv4 flow never
+/// needs it).
 #[inline(always)]
 fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let tcp = pkt.flow.proto == IPPROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
     let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
-    let found = if syn && !per_instance { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    // The flood guard is asked at most once per packet: here for such a SYN,
+    // before the insert for any other new flow. (Plain values rather than
+    // Options: LLVM spills an Option's unset payload as an undefined
+    // register, which the verifier refuses.)
+    let hashed_syn = syn && !per_instance;
+    let guard_allows = hashed_syn && learn && conntrack::may_record(new_flow_limit());
+    let found = if hashed_syn && !guard_allows { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    // An open entry the SYN may replace (null: none).
+    let mut replaced: *mut lb_common::ConnEntry = core::ptr::null_mut();
+    let mut replaced_id = 0;
     match found {
         Lookup::Hit(id, backend, entry) => {
             if !syn || (per_instance && conntrack::is_open(entry)) {
@@ -205,9 +216,8 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
                 counters::stat(stats::CONNTRACK_HIT, 0);
                 return Ok((id, backend, None));
             }
-            // The SYN replaces the flow: the old one stops counting.
-            if learn {
-                conntrack::close(entry, id);
+            if conntrack::is_open(entry) {
+                (replaced, replaced_id) = (entry, id);
             }
             counters::stat(stats::CONNTRACK_MISS, 0);
         }
@@ -229,16 +239,32 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
     };
     let id = id.ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
-    if learn {
-        let limit = CONFIG.get(0).map_or(0, |c| c.new_flow_limit);
-        if !conntrack::may_record(limit) {
-            counters::stat(stats::CONNTRACK_GUARDED, 0);
-        } else if !conntrack::insert(&pkt.flow, id, backend) {
-            counters::stat(stats::CONNTRACK_FULL, 0);
-        }
-        counters::backend_flow(id);
+    if !learn {
+        return Ok((id, backend, flow));
     }
+    if !replaced.is_null() {
+        if replaced_id == id {
+            // The same SYN again: its open entry already says this backend.
+            conntrack::touch(replaced, id, false);
+            return Ok((id, backend, flow));
+        }
+        // The SYN replaces the flow: the old one stops counting.
+        conntrack::close(replaced, replaced_id);
+    }
+    let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
+    if !allowed {
+        counters::stat(stats::CONNTRACK_GUARDED, 0);
+    } else if !conntrack::insert(&pkt.flow, id, backend) {
+        counters::stat(stats::CONNTRACK_FULL, 0);
+    }
+    counters::backend_flow(id);
     Ok((id, backend, flow))
+}
+
+/// `GlobalConfig::new_flow_limit` (0, no limit, before the agent wrote it).
+#[inline(always)]
+fn new_flow_limit() -> u32 {
+    CONFIG.get(0).map_or(0, |c| c.new_flow_limit)
 }
 
 #[inline(always)]
