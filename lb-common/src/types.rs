@@ -192,7 +192,7 @@ pub fn ring_chunk_index(slot: u32, generation: u32, entry: u32) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowGuard {
-    /// Start of the current one-second window (bpf_ktime_get_ns).
+    /// Start of the current one-second window (bpf_ktime_get_coarse_ns).
     pub window_start_ns: u64,
     /// Flows recorded in this window.
     pub recorded: u64,
