@@ -16,6 +16,15 @@ pub const SEEN_TICK_SHIFT: u32 = 30;
 /// Connection-table entries (LRU). About 100 bytes each in the kernel.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
 
+/// Bits of `VIP_FILTER`, a bitmap the agent sets for every VIP's
+/// `hash::vip_filter_bit`. A TCP/UDP packet whose bit is clear is no VIP's
+/// and passes at once; one whose bit is set looks its connection entry up
+/// first (an established flow needs no VIP lookup), then the VIP. A false
+/// positive costs only those lookups. 2^16 bits keep it at 8 KiB, in cache.
+pub const VIP_FILTER_BITS: u32 = 1 << 16;
+/// `VIP_FILTER` elements (u64 words).
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
+
 /// Maglev ring size used when a VIP does not set one (prime, as the paper asks).
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Largest ring a VIP may use: every VIP slot reserves this many entries.
@@ -104,6 +113,8 @@ pub mod maps {
     pub const CAPTURE: &str = "CAPTURE";
     pub const CAPTURE_CONFIG: &str = "CAPTURE_CONFIG";
     pub const CAPTURE_STATE: &str = "CAPTURE_STATE";
+    /// One bit per (VIP address, port, protocol) hash: see `VIP_FILTER_BITS`.
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Names of the programs in the object.

@@ -103,12 +103,14 @@ pub struct Backend {
     /// Bumped each time the id is given to a new backend, so a connection
     /// entry of the id's previous owner is recognised and re-picked.
     pub epoch: u32,
-    /// Slot of the VIP this entry serves. Unused by the program; lets a
-    /// restarted agent rebuild its view from the pinned maps.
+    /// Slot of the VIP this entry serves: a packet of an established flow
+    /// is counted under it (and a restarted agent rebuilds its view from it).
     pub vip_slot: u32,
     /// Effective weight (least-connections divides active counts by it).
     pub weight: u32,
-    pub _pad: u32,
+    /// `VIP_F_*` of that VIP: with `vip_slot`, all a packet of an
+    /// established flow needs, so that path skips the VIP lookup.
+    pub vip_flags: u32,
 }
 
 /// `CONNTRACK` key: the 5-tuple as seen on the wire.
