@@ -2,14 +2,28 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
 /// Backends over all VIPs; a backend id indexes `BACKENDS` and fits a ring lane (u16).
 pub const MAX_BACKENDS: u32 = 4096;
+/// `ConnEntry::seen` counts CLOCK_MONOTONIC_COARSE in units of 2^30 ns
+/// (~1.07 s): the program reads the clock on every packet of an established
+/// flow, and a shift costs nothing where a 64-bit division by 10^9 costs
+/// several ns.
+pub const SEEN_TICK_SHIFT: u32 = 30;
 /// Connection-table entries (LRU). About 100 bytes each in the kernel.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
+
+/// Bits of `VIP_FILTER`, a bitmap the agent sets for every VIP's
+/// `hash::vip_filter_bit`. A TCP/UDP packet whose bit is clear is no VIP's
+/// and passes at once; one whose bit is set looks its connection entry up
+/// first (an established flow needs no VIP lookup), then the VIP. A false
+/// positive costs only those lookups. 2^16 bits keep it at 8 KiB, in cache.
+pub const VIP_FILTER_BITS: u32 = 1 << 16;
+/// `VIP_FILTER` elements (u64 words).
+pub const VIP_FILTER_WORDS: u32 = VIP_FILTER_BITS / 64;
 
 /// Maglev ring size used when a VIP does not set one (prime, as the paper asks).
 pub const DEFAULT_RING_SIZE: u32 = 65537;
@@ -99,6 +113,8 @@ pub mod maps {
     pub const CAPTURE: &str = "CAPTURE";
     pub const CAPTURE_CONFIG: &str = "CAPTURE_CONFIG";
     pub const CAPTURE_STATE: &str = "CAPTURE_STATE";
+    /// One bit per (VIP address, port, protocol) hash: see `VIP_FILTER_BITS`.
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Names of the programs in the object.

@@ -103,12 +103,14 @@ pub struct Backend {
     /// Bumped each time the id is given to a new backend, so a connection
     /// entry of the id's previous owner is recognised and re-picked.
     pub epoch: u32,
-    /// Slot of the VIP this entry serves. Unused by the program; lets a
-    /// restarted agent rebuild its view from the pinned maps.
+    /// Slot of the VIP this entry serves: a packet of an established flow
+    /// is counted under it (and a restarted agent rebuilds its view from it).
     pub vip_slot: u32,
     /// Effective weight (least-connections divides active counts by it).
     pub weight: u32,
-    pub _pad: u32,
+    /// `VIP_F_*` of that VIP: with `vip_slot`, all a packet of an
+    /// established flow needs, so that path skips the VIP lookup.
+    pub vip_flags: u32,
 }
 
 /// `CONNTRACK` key: the 5-tuple as seen on the wire.
@@ -151,9 +153,22 @@ pub struct ConnEntry {
     pub epoch: u32,
     /// `CONN_F_*` bits.
     pub flags: u32,
-    /// Coarse monotonic seconds (CLOCK_MONOTONIC_COARSE) of the last packet,
-    /// written only when the second changed.
-    pub seen_s: u32,
+    /// CLOCK_MONOTONIC_COARSE of the last packet in ticks of
+    /// 2^`SEEN_TICK_SHIFT` ns ([`seen_ticks`]), written only when the tick
+    /// changed.
+    pub seen: u32,
+}
+
+/// `ConnEntry::seen` of a CLOCK_MONOTONIC_COARSE reading in ns.
+#[inline(always)]
+pub fn seen_ticks(ns: u64) -> u32 {
+    (ns >> crate::consts::SEEN_TICK_SHIFT) as u32
+}
+
+/// Ticks of `ConnEntry::seen` that cover `secs` seconds (rounded up).
+pub fn ticks_covering(secs: u32) -> u32 {
+    let tick_ns = 1u64 << crate::consts::SEEN_TICK_SHIFT;
+    (secs as u64 * 1_000_000_000).div_ceil(tick_ns) as u32
 }
 
 /// `RINGS` value: `RING_LANES` consecutive Maglev entries (backend ids).
@@ -179,7 +194,7 @@ pub fn ring_chunk_index(slot: u32, generation: u32, entry: u32) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowGuard {
-    /// Start of the current one-second window (bpf_ktime_get_ns).
+    /// Start of the current one-second window (bpf_ktime_get_coarse_ns).
     pub window_start_ns: u64,
     /// Flows recorded in this window.
     pub recorded: u64,

@@ -17,7 +17,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer::{
     capture,
     conntrack::{self, Lookup},
-    counters,
+    counters, filter,
     maps::{CONFIG, ICMP_PROGS, VIP_ADDRS, VIPS},
     select,
 };
@@ -115,6 +115,26 @@ pub fn lb_too_big(ctx: XdpContext) -> u32 {
 /// ICMP error about the flow (never learned, never answered with ICMP).
 #[inline(always)]
 fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Verdict {
+    if !filter::may_be_vip(&pkt.flow) {
+        return (PASS, stats::PASS_NOT_VIP);
+    }
+    let tcp = pkt.flow.proto == IPPROTO_TCP;
+    let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    // An established flow first: its entry names the backend, whose own
+    // entry holds its VIP's slot and mode, so the VIP lookup is skipped (a
+    // removed VIP's backends are gone, which makes the entry stale). A SYN
+    // is decided with its VIP's algorithm, in `choose`.
+    let found = if syn { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    if let Lookup::Hit(id, backend, entry) = found {
+        if !for_this_host(ctx) {
+            return (PASS, stats::PASS_OTHER_HOST);
+        }
+        if CLIENT {
+            conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
+        }
+        counters::stat(stats::CONNTRACK_HIT, 0);
+        return send::<CLIENT>(ctx, pkt, bytes, backend.vip_slot, backend.vip_flags, Ok((id, backend, None)));
+    }
     let key = VipKey { addr: pkt.flow.dst, port: pkt.flow.dport, proto: pkt.flow.proto, family: pkt.flow.family };
     // Copied: the agent replaces the whole value when it flips generations.
     let Some(meta) = (unsafe { VIPS.get(&key) }).copied() else {
@@ -123,15 +143,30 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     if !for_this_host(ctx) {
         return (PASS, stats::PASS_OTHER_HOST);
     }
-    counters::vip(meta.slot, bytes);
-    let (id, verdict) = match choose(pkt, &meta, CLIENT) {
-        Ok((id, backend, hash)) => (id, forward::<CLIENT>(ctx, pkt, &meta, backend, hash)),
+    let chosen = choose(pkt, &meta, CLIENT, syn, found);
+    send::<CLIENT>(ctx, pkt, bytes, meta.slot, meta.flags, chosen)
+}
+
+/// Forwards to the chosen backend (or drops with the reason), counting
+/// under the VIP's slot and capturing when asked.
+#[inline(always)]
+fn send<const CLIENT: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    bytes: u64,
+    vip_slot: u32,
+    vip_flags: u32,
+    chosen: Result<(u32, &'static Backend, Option<u32>), u32>,
+) -> Verdict {
+    counters::vip(vip_slot, bytes);
+    let (id, verdict) = match chosen {
+        Ok((id, backend, hash)) => (id, forward::<CLIENT>(ctx, pkt, vip_flags, backend, hash)),
         Err(reason) => (CAPTURE_NO_BACKEND, (DROP, reason)),
     };
     if verdict.0 == TX {
         counters::backend(id, bytes);
     }
-    capture::frame(ctx, meta.slot, id, verdict);
+    capture::frame(ctx, vip_slot, id, verdict);
     verdict
 }
 
@@ -181,33 +216,53 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
     verdict
 }
 
-/// The flow's backend: from the connection table when it has a live entry,
-/// else picked by the VIP's algorithm (and then remembered). A TCP SYN is
+/// The backend of a SYN, or of a flow without a live entry (`found`, the
+/// caller's lookup of a non-SYN): picked by the VIP's algorithm (and then
+/// remembered). A TCP SYN is
 /// re-picked, so a reused 5-tuple follows the current backend set; except,
 /// under a per-instance algorithm, the SYN of a flow still open: that is a
 /// retransmission, and the backend that got the first SYN may have answered
-/// it. Under Maglev and source hash a SYN skips the table lookup (the hot
-/// path of a SYN flood): an entry it overwrites is not uncounted, which the
-/// agent's next recount corrects. The flow hash is computed only when needed
-/// (a table hit of an IPv4 flow never needs it).
+/// it. Under Maglev and source hash a SYN looks its entry up only when the
+/// flood guard lets it record (under a flood the lookup is skipped), and an
+/// open entry that already names the picked backend is kept as it is: a
+/// retransmitted SYN costs a lookup instead of a table update. The flow
+/// hash is computed only when needed (a table hit of an IPv4 flow never
+/// needs it).
 #[inline(always)]
-fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Backend, Option<u32>), u32> {
-    let tcp = pkt.flow.proto == IPPROTO_TCP;
-    let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+fn choose(
+    pkt: &Packet,
+    meta: &VipMeta,
+    learn: bool,
+    syn: bool,
+    found: Lookup,
+) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
-    let found = if syn && !per_instance { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    // The flood guard is asked at most once per packet: here for such a SYN,
+    // before the insert for any other new flow. (Plain values rather than
+    // Options: LLVM spills an Option's unset payload as an undefined
+    // register, which the verifier refuses.)
+    let hashed_syn = syn && !per_instance;
+    let guard_allows = hashed_syn && learn && conntrack::may_record(new_flow_limit());
+    let found = match (syn, hashed_syn && !guard_allows) {
+        (false, _) => found,
+        (true, true) => Lookup::Miss,
+        (true, false) => conntrack::lookup(&pkt.flow),
+    };
+    // An open entry the SYN may replace (null: none).
+    let mut replaced: *mut lb_common::ConnEntry = core::ptr::null_mut();
+    let mut replaced_id = 0;
     match found {
+        // Only a SYN gets here with a live entry.
         Lookup::Hit(id, backend, entry) => {
-            if !syn || (per_instance && conntrack::is_open(entry)) {
+            if per_instance && conntrack::is_open(entry) {
                 if learn {
-                    conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
+                    conntrack::touch(entry, id, pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
                 }
                 counters::stat(stats::CONNTRACK_HIT, 0);
                 return Ok((id, backend, None));
             }
-            // The SYN replaces the flow: the old one stops counting.
-            if learn {
-                conntrack::close(entry, id);
+            if conntrack::is_open(entry) {
+                (replaced, replaced_id) = (entry, id);
             }
             counters::stat(stats::CONNTRACK_MISS, 0);
         }
@@ -229,30 +284,46 @@ fn choose(pkt: &Packet, meta: &VipMeta, learn: bool) -> Result<(u32, &'static Ba
     };
     let id = id.ok_or(stats::DROP_NO_BACKEND)?;
     let backend = select::backend(id).ok_or(stats::DROP_BAD_BACKEND)?;
-    if learn {
-        let limit = CONFIG.get(0).map_or(0, |c| c.new_flow_limit);
-        if !conntrack::may_record(limit) {
-            counters::stat(stats::CONNTRACK_GUARDED, 0);
-        } else if !conntrack::insert(&pkt.flow, id, backend) {
-            counters::stat(stats::CONNTRACK_FULL, 0);
-        }
-        counters::backend_flow(id);
+    if !learn {
+        return Ok((id, backend, flow));
     }
+    if !replaced.is_null() {
+        if replaced_id == id {
+            // The same SYN again: its open entry already says this backend.
+            conntrack::touch(replaced, id, false);
+            return Ok((id, backend, flow));
+        }
+        // The SYN replaces the flow: the old one stops counting.
+        conntrack::close(replaced, replaced_id);
+    }
+    let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
+    if !allowed {
+        counters::stat(stats::CONNTRACK_GUARDED, 0);
+    } else if !conntrack::insert(&pkt.flow, id, backend) {
+        counters::stat(stats::CONNTRACK_FULL, 0);
+    }
+    counters::backend_flow(id);
     Ok((id, backend, flow))
+}
+
+/// `GlobalConfig::new_flow_limit` (0, no limit, before the agent wrote it).
+#[inline(always)]
+fn new_flow_limit() -> u32 {
+    CONFIG.get(0).map_or(0, |c| c.new_flow_limit)
 }
 
 #[inline(always)]
 fn forward<const CLIENT: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
-    meta: &VipMeta,
+    vip_flags: u32,
     backend: &Backend,
     hash: Option<u32>,
 ) -> Verdict {
     let Some(l2) = SavedL2::read(ctx, &pkt.l2) else {
         return (DROP, stats::DROP_MALFORMED);
     };
-    if meta.flags & VIP_F_L2DSR != 0 {
+    if vip_flags & VIP_F_L2DSR != 0 {
         return match encap::l2_rewrite(ctx, &l2, backend.mac) {
             Some(()) => (TX, stats::TX_L2DSR),
             None => (DROP, stats::DROP_ENCAP),

@@ -356,6 +356,7 @@ mod tests {
             ring_backend: ring.map(|r| r.parse().unwrap()),
             conntrack_backend: ct.map(|r| r.parse().unwrap()),
             conntrack_stale: stale,
+            conntrack_open: ct.is_some(),
         }
     }
 

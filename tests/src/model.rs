@@ -488,7 +488,14 @@ impl Model {
             return Expected::untouched(XDP_PASS, stats::PASS_OTHER_HOST, p.frame, "VIP packet for another MAC");
         }
         let syn = p.flow.proto == IPPROTO_TCP && p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+        // A SYN whose open entry already names the ring's backend keeps it:
+        // no new flow, nothing recorded anew.
+        let kept = syn
+            && trace.conntrack_open
+            && trace.ring_backend.is_some()
+            && trace.conntrack_backend == trace.ring_backend;
         let (conntrack, backend, from_ring) = match (syn, trace.conntrack_backend) {
+            (true, _) if kept => (stats::CONNTRACK_MISS, trace.ring_backend, false),
             (true, _) => (stats::CONNTRACK_MISS, trace.ring_backend, true),
             (false, Some(b)) => (stats::CONNTRACK_HIT, Some(b), false),
             (false, None) if trace.conntrack_stale => (stats::CONNTRACK_REPICK, trace.ring_backend, true),
@@ -862,6 +869,7 @@ mod tests {
                 ring_backend: self.0,
                 conntrack_backend: None,
                 conntrack_stale: false,
+                conntrack_open: false,
             })
         }
     }

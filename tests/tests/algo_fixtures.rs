@@ -222,22 +222,27 @@ fn lc_active(dp: &Dataplane) -> Vec<u64> {
 }
 
 #[test]
-fn a_repeated_maglev_syn_is_counted_again_until_the_recount() {
+fn a_repeated_maglev_syn_keeps_its_entry_and_counts_once() {
     let Some(mut dp) = dataplane("repeated_syn", &base_config()) else { return };
     let idle = lb::dataplane::IdleTimeouts { tcp_s: 300, udp_s: 30 };
     let syn = syn(Ipv4Addr::new(198, 19, 9, 2), 5555, 81);
     let first = forward(&dp, &syn).expect("forwarded");
     dp.reconcile_active(idle).expect("recount");
     let truth = active_of(&dp, 81, first);
-    // A SYN to a Maglev VIP skips the table lookup: the entry it overwrites
-    // is not uncounted...
+    let flows = |dp: &Dataplane| dp.backend_counters().expect("counters").iter().map(|c| c.2.new_flows).sum::<u64>();
+    let new_flows = flows(&dp);
+    // A SYN to a Maglev VIP looks its tuple up: the open entry already names
+    // the picked backend, so it is kept, not counted again.
     assert_eq!(forward(&dp, &syn), Some(first), "same ring, same backend");
-    assert_eq!(active_of(&dp, 81, first), truth + 1);
-    // ...until the recount finds one flow.
+    assert_eq!(active_of(&dp, 81, first), truth, "a retransmitted SYN is not a second active flow");
+    assert_eq!(flows(&dp), new_flows, "nor a second new flow");
     dp.reconcile_active(idle).expect("recount");
-    assert_eq!(active_of(&dp, 81, first), truth);
+    assert_eq!(active_of(&dp, 81, first), truth, "the recount agrees");
     forward(&dp, &Packet::new().ipv4(Ipv4Addr::new(198, 19, 9, 2), VIP).tcp(5555, 81).flags(TCP_FLAG_RST));
     assert_eq!(active_of(&dp, 81, first), truth - 1, "RST");
+    // After the RST the same tuple's SYN is a new flow again.
+    assert_eq!(forward(&dp, &syn), Some(first));
+    assert_eq!((active_of(&dp, 81, first), flows(&dp)), (truth, new_flows + 1));
 }
 
 /// What the program must pick: the least active/weight backend, scanning

@@ -1285,6 +1285,55 @@ fn conntrack_scenario(dp: &mut Dataplane) {
     }
 }
 
+/// An established flow is forwarded from its connection entry without the
+/// VIP lookup: its backend's entry must follow the VIP's mode, and a removed
+/// VIP must take its flows with it.
+#[test]
+fn established_flows_follow_the_vip_mode_and_its_removal() {
+    let Some(mut dp) = dataplane("established_flows_follow_the_vip_mode_and_its_removal") else { return };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Backends with MACs, so the same backends serve both modes.
+        let backends = vec![be_mac("198.18.0.41", "02:00:00:00:04:41"), be_mac("198.18.0.42", "02:00:00:00:04:42")];
+        let with_mode = |l2dsr: bool| {
+            let mut vips = ct_vips(backends.clone());
+            for v in vips.iter_mut().filter(|v| v.addr == IpAddr::V4(V4_CT)) {
+                v.l2dsr = l2dsr;
+            }
+            vips
+        };
+        dp.apply(&config(&with_mode(false))).unwrap();
+        let flow = ct_flow(31_000, IPPROTO_TCP);
+        let syn = send(&dp, &flow.clone().syn());
+        let backend = syn.backend.expect("SYN forwarded over IPIP");
+        let ack = flow.clone().ack().build();
+        assert_eq!(send(&dp, &flow.clone().ack()).backend, Some(backend), "ACK over IPIP");
+
+        dp.apply(&config(&with_mode(true))).unwrap();
+        let before = counts(&dp);
+        let r = run(dp.balancer(), &ack);
+        let after = counts(&dp);
+        assert_eq!(r.verdict, XDP_TX);
+        assert_eq!(delta(&before, &after, stats::CONNTRACK_HIT), 1, "still the table's flow");
+        assert_eq!(delta(&before, &after, stats::TX_L2DSR), 1, "now in l2dsr mode");
+        let mac_of = backends.iter().find(|b| b.addr == backend).and_then(|b| b.mac).expect("the backend's MAC");
+        assert_eq!(r.output.len(), ack.len(), "not encapsulated");
+        assert_eq!(r.output[0..6], mac_of, "to the backend's MAC");
+
+        let without: Vec<VipDef> = base_vips().into_iter().filter(|v| v.addr != IpAddr::V4(V4_CT)).collect();
+        dp.apply(&config(&without)).unwrap();
+        let before = counts(&dp);
+        let r = run(dp.balancer(), &ack);
+        let after = counts(&dp);
+        assert_eq!(r.verdict, XDP_PASS, "the VIP is gone");
+        assert_eq!(delta(&before, &after, stats::PASS_NOT_VIP), 1);
+        assert_eq!(delta(&before, &after, stats::CONNTRACK_HIT), 0);
+    }));
+    dp.apply(&config(&base_vips())).expect("re-applying the base configuration");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Address-level drops follow the configuration
 

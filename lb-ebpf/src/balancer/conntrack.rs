@@ -2,9 +2,9 @@
 //! happens to the rings, as long as the backend itself is still present.
 //! Each entry also says whether its flow is still active (see `ConnEntry`).
 
-use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey};
+use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey, types::seen_ticks};
 
-use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 
 use super::{
     active, atomic,
@@ -35,10 +35,10 @@ pub fn lookup(flow: &FlowKey) -> Lookup {
     }
 }
 
-/// Coarse monotonic seconds, the clock of `ConnEntry::seen_s`.
+/// Now on the clock of `ConnEntry::seen`.
 #[inline(always)]
-pub fn now_s() -> u32 {
-    (unsafe { bpf_ktime_get_coarse_ns() } / 1_000_000_000) as u32
+pub fn now_ticks() -> u32 {
+    seen_ticks(unsafe { bpf_ktime_get_coarse_ns() })
 }
 
 /// Whether the flow has not been closed by a FIN or RST.
@@ -49,15 +49,15 @@ pub fn is_open(entry: *mut ConnEntry) -> bool {
 }
 
 /// A client packet of an established flow: records the second it was seen
-/// (a write at most once a second per flow), and closes the flow on FIN/RST.
+/// (a write at most once a tick, ~1 s, per flow), and closes the flow on FIN/RST.
 #[inline(always)]
 pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
-    let now = now_s();
+    let now = now_ticks();
     // SAFETY: a map value, valid for the program run; a racing writer on
     // another CPU writes the same second.
     unsafe {
-        if (*entry).seen_s != now {
-            (*entry).seen_s = now;
+        if (*entry).seen != now {
+            (*entry).seen = now;
         }
     }
     if fin_or_rst {
@@ -72,7 +72,7 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
     if !is_open(entry) {
         return;
     }
-    // `flags` and `seen_s` share the 8-aligned second word of the entry;
+    // `flags` and `seen` share the 8-aligned second word of the entry;
     // `flags` is its low half (little endian), which is all this changes.
     const _: () = assert!(core::mem::offset_of!(ConnEntry, flags) == 8);
     // SAFETY: a map value (8-aligned), valid for the program run.
@@ -87,7 +87,7 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
 /// refused it.
 #[inline(always)]
 pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
-    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen_s: now_s() };
+    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen: now_ticks() };
     let recorded = CONNTRACK.insert(flow, &entry, 0).is_ok();
     if recorded {
         active::opened(id);
@@ -96,14 +96,16 @@ pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
 }
 
 /// The flood guard: whether this CPU may record one more new flow in the
-/// current second. Per CPU, so it needs no lock and no atomic.
+/// current second. Per CPU, so it needs no lock and no atomic. The coarse
+/// clock (a tick or so of error on a one-second window) costs less than
+/// reading the TSC on every new flow.
 #[inline(always)]
 pub fn may_record(limit: u32) -> bool {
     if limit == 0 {
         return true;
     }
     let Some(guard) = FLOW_GUARD.get_ptr_mut(0) else { return true };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     unsafe {
         if now.wrapping_sub((*guard).window_start_ns) >= 1_000_000_000 {
             (*guard).window_start_ns = now;

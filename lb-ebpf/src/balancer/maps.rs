@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS,
-    RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta, stats,
+    RING_MAP_ENTRIES, RingChunk, VIP_FILTER_WORDS, VipAddrKey, VipKey, VipMeta, stats,
 };
 
 /// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU) over one shared table.
@@ -15,6 +15,10 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// A bit per VIP destination hash (`lb_common::VIP_FILTER_BITS`).
+#[map(name = "VIP_FILTER")]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
 /// Addresses that carry a VIP (value: number of VIPs on it).
 #[map(name = "VIP_ADDRS")]

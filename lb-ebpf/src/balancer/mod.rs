@@ -6,5 +6,6 @@ pub mod atomic;
 pub mod capture;
 pub mod conntrack;
 pub mod counters;
+pub mod filter;
 pub mod maps;
 pub mod select;

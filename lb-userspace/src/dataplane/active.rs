@@ -17,7 +17,12 @@ use std::{
 };
 
 use aya::maps::{Map, MapData};
-use lb_common::{CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS, consts::maps, net::IPPROTO_TCP};
+use lb_common::{
+    CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS,
+    consts::maps,
+    net::IPPROTO_TCP,
+    types::{seen_ticks, ticks_covering},
+};
 
 use super::{Dataplane, DataplaneError, Result, array, map_err};
 
@@ -40,19 +45,21 @@ pub struct ActiveReport {
 }
 
 /// Whether an entry counts as an active flow of a backend whose current
-/// epoch is `epoch` (None: the id is not in use).
-pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now_s: u32, idle: IdleTimeouts) -> bool {
-    let timeout = if key.proto == IPPROTO_TCP { idle.tcp_s } else { idle.udp_s };
-    epoch == Some(entry.epoch) && entry.flags & CONN_F_CLOSED == 0 && now_s.saturating_sub(entry.seen_s) <= timeout
+/// epoch is `epoch` (None: the id is not in use). `now` is in ticks of
+/// `ConnEntry::seen` ([`coarse_now_ticks`]); the timeouts are rounded up to
+/// whole ticks.
+pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now: u32, idle: IdleTimeouts) -> bool {
+    let timeout = ticks_covering(if key.proto == IPPROTO_TCP { idle.tcp_s } else { idle.udp_s });
+    epoch == Some(entry.epoch) && entry.flags & CONN_F_CLOSED == 0 && now.saturating_sub(entry.seen) <= timeout
 }
 
-/// CLOCK_MONOTONIC_COARSE in seconds: the program's `ConnEntry::seen_s` clock
+/// CLOCK_MONOTONIC_COARSE in ticks of `ConnEntry::seen`: the program's clock
 /// (bpf_ktime_get_coarse_ns).
-pub fn coarse_now_s() -> u32 {
+pub fn coarse_now_ticks() -> u32 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u32
+    seen_ticks(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// A recount prepared by the owner of the maps, to run on any thread: it
@@ -77,7 +84,7 @@ pub struct Counted {
 impl Recount {
     /// Walks the table (the slow part: about 0.45 us per entry).
     pub fn run(self) -> io::Result<Counted> {
-        let now = coarse_now_s();
+        let now = coarse_now_ticks();
         let (epochs, idle) = (self.epochs, self.idle);
         let mut active = vec![0u64; epochs.len()];
         let mut entries = 0u64;
@@ -211,13 +218,21 @@ mod tests {
         let idle = IdleTimeouts { tcp_s: 300, udp_s: 30 };
         let tcp = FlowKey { proto: IPPROTO_TCP, ..FlowKey::default() };
         let udp = FlowKey { proto: lb_common::net::IPPROTO_UDP, ..FlowKey::default() };
-        let e = ConnEntry { backend: 3, epoch: 7, flags: 0, seen_s: 1000 };
-        assert!(counts(&tcp, &e, Some(7), 1300, idle));
-        assert!(!counts(&tcp, &e, Some(7), 1301, idle), "idle past the TCP timeout");
-        assert!(counts(&udp, &e, Some(7), 1030, idle) && !counts(&udp, &e, Some(7), 1031, idle));
+        let e = ConnEntry { backend: 3, epoch: 7, flags: 0, seen: 1000 };
+        // 300 s = 279.4 ticks of 2^30 ns, rounded up to 280; 30 s to 28.
+        assert!(counts(&tcp, &e, Some(7), 1280, idle));
+        assert!(!counts(&tcp, &e, Some(7), 1281, idle), "idle past the TCP timeout");
+        assert!(counts(&udp, &e, Some(7), 1028, idle) && !counts(&udp, &e, Some(7), 1029, idle));
         assert!(!counts(&tcp, &e, Some(8), 1000, idle), "the id has a new owner");
         assert!(!counts(&tcp, &e, None, 1000, idle), "the backend is gone");
         assert!(!counts(&tcp, &ConnEntry { flags: CONN_F_CLOSED, ..e }, Some(7), 1000, idle), "closed");
-        assert!(counts(&tcp, &ConnEntry { seen_s: 1001, ..e }, Some(7), 1000, idle), "seen after the clock read");
+        assert!(counts(&tcp, &ConnEntry { seen: 1001, ..e }, Some(7), 1000, idle), "seen after the clock read");
+    }
+
+    #[test]
+    fn seen_ticks_are_2_to_the_30_ns() {
+        assert_eq!((seen_ticks((1 << 30) - 1), seen_ticks(1 << 30)), (0, 1));
+        assert_eq!((ticks_covering(0), ticks_covering(1), ticks_covering(2)), (0, 1, 2));
+        assert_eq!((ticks_covering(30), ticks_covering(300), ticks_covering(86_400)), (28, 280, 80_467));
     }
 }

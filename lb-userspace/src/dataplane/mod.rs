@@ -25,6 +25,7 @@ use lb_common::{
 
 mod active;
 mod capture;
+mod filter;
 mod pin;
 mod query;
 mod tables;
@@ -52,6 +53,11 @@ pub enum DataplaneError {
 }
 
 pub(crate) type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// `VIP_F_*` of a configured VIP (in its `VipMeta` and its backends' entries).
+fn vip_flags(vip: &crate::config::Vip) -> u32 {
+    if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 }
+}
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
@@ -90,6 +96,10 @@ struct Applied {
     epochs: BTreeMap<u32, u32>,
     /// Weight written in each present backend's entry.
     weights: HashMap<u32, u32>,
+    /// `vip_flags` written in each present backend's entry.
+    vip_flags: HashMap<u32, u32>,
+    /// `VIP_FILTER` as written, one word per element.
+    filter: Vec<u64>,
     vips: HashMap<VipKey, AppliedVip>,
 }
 
@@ -144,6 +154,8 @@ impl Dataplane {
         self.write_global(cfg)?;
         let ids = self.add_backends(cfg, &mut report)?;
         let desired: HashMap<VipKey, &crate::config::Vip> = cfg.vips.iter().map(|v| (v.key(), v)).collect();
+        // New VIPs' bits before the VIPs; bits of removed ones after.
+        self.write_filter(filter::words(desired.keys().chain(self.applied.vips.keys())))?;
         for vip in &cfg.vips {
             self.apply_vip(vip, &ids, &mut report)?;
         }
@@ -153,6 +165,7 @@ impl Dataplane {
             report.vips_removed += 1;
         }
         self.remove_unused_backends(&ids, &mut report)?;
+        self.write_filter(filter::words(desired.keys()))?;
         Ok(report)
     }
 
@@ -184,14 +197,15 @@ impl Dataplane {
         let mut ids = HashMap::new();
         let mut in_use: std::collections::HashSet<u32> = self.applied.backends.values().copied().collect();
         let mut next_free = 0..MAX_BACKENDS;
-        for (vip, b) in cfg.vips.iter().flat_map(|v| v.backends.iter().map(move |b| (v.key(), b))) {
+        for (v, b) in cfg.vips.iter().flat_map(|v| v.backends.iter().map(move |b| (v, b))) {
+            let (vip, vip_flags) = (v.key(), vip_flags(v));
             let identity = (vip, b.address, b.mac);
             if ids.contains_key(&identity) {
                 continue;
             }
             let id = match self.applied.backends.get(&identity) {
                 Some(&id) => {
-                    self.sync_weight(id, b.weight)?;
+                    self.sync_backend(id, b.weight, vip_flags)?;
                     id
                 }
                 None => {
@@ -212,7 +226,7 @@ impl Dataplane {
                         epoch,
                         vip_slot,
                         weight: b.weight,
-                        _pad: 0,
+                        vip_flags,
                     };
                     // The id's count restarts with its new owner.
                     array::<u64>(&mut self.ebpf, maps::BACKEND_ACTIVE)?
@@ -222,6 +236,7 @@ impl Dataplane {
                         .set(id, entry, 0)
                         .map_err(map_err(maps::BACKENDS))?;
                     self.applied.weights.insert(id, b.weight);
+                    self.applied.vip_flags.insert(id, vip_flags);
                     self.applied.epochs.insert(id, epoch);
                     self.applied.backends.insert(identity, id);
                     report.backends_added += 1;
@@ -233,18 +248,20 @@ impl Dataplane {
         Ok(ids)
     }
 
-    /// Rewrites a backend's entry when its effective weight changed (only
-    /// least-connections reads it; the other fields are written unchanged, so
-    /// a packet reading the entry meanwhile sees a valid backend either way).
-    fn sync_weight(&mut self, id: u32, weight: u32) -> Result<()> {
-        if self.applied.weights.get(&id) == Some(&weight) {
+    /// Rewrites a backend's entry when its effective weight (read by
+    /// least-connections) or its VIP's mode (read by established flows)
+    /// changed; the other fields are written unchanged, so a packet reading
+    /// the entry meanwhile sees a valid backend either way.
+    fn sync_backend(&mut self, id: u32, weight: u32, vip_flags: u32) -> Result<()> {
+        if self.applied.weights.get(&id) == Some(&weight) && self.applied.vip_flags.get(&id) == Some(&vip_flags) {
             return Ok(());
         }
         let mut backends = array::<Backend>(&mut self.ebpf, maps::BACKENDS)?;
         let mut entry = backends.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
-        entry.weight = weight;
+        (entry.weight, entry.vip_flags) = (weight, vip_flags);
         backends.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
         self.applied.weights.insert(id, weight);
+        self.applied.vip_flags.insert(id, vip_flags);
         Ok(())
     }
 
@@ -255,7 +272,7 @@ impl Dataplane {
         report: &mut ApplyReport,
     ) -> Result<()> {
         let key = vip.key();
-        let flags = if vip.forwarding == Forwarding::L2dsr { VIP_F_L2DSR } else { 0 };
+        let flags = vip_flags(vip);
         let algorithm = vip.algorithm.code();
         let source: Vec<(IpAddr, u32, u32)> =
             vip.backends.iter().map(|b| (b.address, b.weight, ids[&(key, b.address, b.mac)])).collect();
@@ -377,6 +394,7 @@ impl Dataplane {
             array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
             self.applied.backends.remove(&identity);
             self.applied.weights.remove(&id);
+            self.applied.vip_flags.remove(&id);
             report.backends_removed += 1;
         }
         Ok(())

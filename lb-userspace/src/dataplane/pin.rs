@@ -21,7 +21,7 @@ use aya::{
 };
 use lb_common::{
     BACKEND_F_PRESENT, Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, LAYOUT_VERSION,
-    MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VipAddrKey, VipKey, VipMeta,
+    MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VIP_FILTER_WORDS, VipAddrKey, VipKey, VipMeta,
     capture::{CAPTURE_RING_BYTES, CaptureConfig, CaptureState},
     consts::{maps, progs},
     ring_chunk_index, stats,
@@ -60,9 +60,10 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 16] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
+    (maps::VIP_FILTER, 4, size_of::<u64>(), VIP_FILTER_WORDS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
     (maps::RINGS, 4, size_of::<RingChunk>(), RING_MAP_ENTRIES),
     (maps::CONNTRACK, size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNTRACK_CAPACITY),
@@ -210,6 +211,7 @@ impl Dataplane {
             let Some(vip) = by_slot.get(&b.vip_slot) else { continue };
             let mac = (b.mac != [0; 6]).then_some(Mac(b.mac));
             applied.weights.insert(id, b.weight);
+            applied.vip_flags.insert(id, b.vip_flags);
             applied.backends.insert((*vip, words_addr(b.addr, b.family), mac), id);
         }
         Ok(applied)

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use aya::maps::{MapData, MapError, PerCpuArray};
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk, VipKey, VipMeta,
+    BACKEND_F_PRESENT, Backend, CONN_F_CLOSED, Counters, FlowKey, MAX_VIPS, NO_BACKEND, RING_LANES, RingChunk, VipKey,
+    VipMeta,
     consts::maps,
     hash::{flow_hash, source_hash},
     ring_chunk_index, stats,
@@ -37,6 +38,10 @@ pub struct Trace {
     pub conntrack_backend: Option<IpAddr>,
     /// The flow has an entry whose backend is gone: its next packet is re-picked.
     pub conntrack_stale: bool,
+    /// The flow's valid entry is open (no FIN or RST seen): a SYN that
+    /// picks the entry's backend again leaves it as it is.
+    #[serde(default)]
+    pub conntrack_open: bool,
 }
 
 /// What one backend of one VIP received.
@@ -84,12 +89,12 @@ impl Dataplane {
             self.present_backend(id as u32, None)?
         };
         let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
-        let (conntrack_backend, conntrack_stale) = match table.get(flow, 0) {
+        let (conntrack_backend, conntrack_stale, conntrack_open) = match table.get(flow, 0) {
             Ok(e) => match self.present_backend(e.backend, Some(e.epoch))? {
-                Some(addr) => (Some(addr), false),
-                None => (None, true),
+                Some(addr) => (Some(addr), false, e.flags & CONN_F_CLOSED == 0),
+                None => (None, true, false),
             },
-            Err(MapError::KeyNotFound) => (None, false),
+            Err(MapError::KeyNotFound) => (None, false, false),
             Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
         };
         Ok(Some(Trace {
@@ -102,6 +107,7 @@ impl Dataplane {
             ring_backend,
             conntrack_backend,
             conntrack_stale,
+            conntrack_open,
         }))
     }
 

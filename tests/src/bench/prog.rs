@@ -97,12 +97,12 @@ const fn case(key: &'static str, what: &'static str, verdict: u32, kind: Kind, p
 }
 
 /// Every case, in report order (the floor first).
-pub const CASES: [Case; 12] = [
+pub const CASES: [Case; 13] = [
     case("floor", "lb_drop (XDP_DROP), the floor (raw ns)", XDP_DROP, Kind::Ack4, Pattern::Same),
     case("tcp_syn", "TCP SYN of a new flow: ring pick + table insert, IPIP", XDP_TX, Kind::Syn4, Pattern::New),
     case(
         "tcp_syn_same_flow",
-        "the same TCP SYN again: the insert overwrites its entry",
+        "the same TCP SYN again (as Katran's fixture): found open, kept",
         XDP_TX,
         Kind::Syn4,
         Pattern::Same,
@@ -113,13 +113,14 @@ pub const CASES: [Case; 12] = [
     case("udp_1024flows", "UDP, random one of 1024 established flows", XDP_TX, Kind::Udp4, Pattern::Pool),
     case("udp_new", "UDP, first packet of a flow (miss + insert)", XDP_TX, Kind::Udp4, Pattern::New),
     case("tcp6_syn", "IPv6 TCP SYN of a new flow (insert), IP6IP6", XDP_TX, Kind::Syn6, Pattern::New),
+    case("tcp6_syn_same_flow", "the same IPv6 TCP SYN again: found open, kept", XDP_TX, Kind::Syn6, Pattern::Same),
     case("l2dsr_ack", "TCP ACK of an established flow, L2 DSR", XDP_TX, Kind::Dsr4, Pattern::Same),
     case("l2dsr_ack_1024flows", "TCP ACK, L2 DSR, random one of 1024 flows", XDP_TX, Kind::Dsr4, Pattern::Pool),
     case("nonvip", "TCP to a non-VIP address, passed", XDP_PASS, Kind::NotVip, Pattern::Same),
 ];
 
 /// Keys this part reports (nulled with the reason when it fails).
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "prog_ns.floor",
     "prog_ns.tcp_syn",
     "prog_ns.tcp_syn_same_flow",
@@ -129,6 +130,7 @@ pub const KEYS: [&str; 12] = [
     "prog_ns.udp_1024flows",
     "prog_ns.udp_new",
     "prog_ns.tcp6_syn",
+    "prog_ns.tcp6_syn_same_flow",
     "prog_ns.l2dsr_ack",
     "prog_ns.l2dsr_ack_1024flows",
     "prog_ns.nonvip",
@@ -302,7 +304,7 @@ fn harness_flows(c: &Case) -> Flows {
 /// Katran's figure, ratio and target of a case, into the report.
 fn compare(report: &mut Report, prefix: &str, key: &str, net: &[f64]) {
     let base = key.trim_end_matches("_same_flow");
-    if key != base && base != "tcp_syn" {
+    if key != base && !base.ends_with("syn") {
         return;
     }
     let Some(k) = peers::katran(base) else { return };
@@ -458,7 +460,7 @@ pub fn table(r: &Report) -> Table {
         }
         let base = c.key.trim_end_matches("_same_flow");
         let (k, ratio, target) = match peers::katran(base).filter(|_| !c.key.ends_with("1024flows")) {
-            Some(k) if base == c.key || base == "tcp_syn" => (
+            Some(k) if base == c.key || base.ends_with("syn") => (
                 format!("{k:.0}"),
                 r.show(&format!("katran_ratio.{}", c.key), 2),
                 format!("<= {:.0}", k * TARGET_SHARE),
