@@ -8,11 +8,12 @@ pub const LAYOUT_VERSION: u32 = 4;
 pub const MAX_VIPS: u32 = 512;
 /// Backends over all VIPs; a backend id indexes `BACKENDS` and fits a ring lane (u16).
 pub const MAX_BACKENDS: u32 = 4096;
-/// `ConnEntry::seen` counts CLOCK_MONOTONIC_COARSE in units of 2^30 ns
-/// (~1.07 s): the program reads the clock on every packet of an established
-/// flow, and a shift costs nothing where a 64-bit division by 10^9 costs
-/// several ns.
-pub const SEEN_TICK_SHIFT: u32 = 30;
+/// `ConnEntry::seen` counts jiffies >> SEEN_JIFFY_SHIFT (units of 32
+/// jiffies: 32 ms at HZ=1000, 128 ms at 250, 320 ms at 100). The program
+/// reads the clock on every packet of an established flow: the verifier
+/// inlines `bpf_jiffies64` into one load, where a clock helper is a call
+/// (measured ~15 ns a packet here). The agent learns HZ by calibration.
+pub const SEEN_JIFFY_SHIFT: u32 = 5;
 /// Connection-table entries (LRU). About 100 bytes each in the kernel.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
 
@@ -113,6 +114,8 @@ pub mod maps {
     pub const CAPTURE: &str = "CAPTURE";
     pub const CAPTURE_CONFIG: &str = "CAPTURE_CONFIG";
     pub const CAPTURE_STATE: &str = "CAPTURE_STATE";
+    /// `lb_clock`'s output: jiffies next to CLOCK_MONOTONIC_COARSE.
+    pub const CLOCK: &str = "CLOCK";
     /// One bit per (VIP address, port, protocol) hash: see `VIP_FILTER_BITS`.
     pub const VIP_FILTER: &str = "VIP_FILTER";
 }
@@ -124,6 +127,8 @@ pub mod progs {
     pub const ICMP: &str = "lb_icmp";
     /// Tail-called by the balancer: too-big answers, slot 1 of `ICMP_PROGS`.
     pub const TOO_BIG: &str = "lb_too_big";
+    /// Run by the agent (BPF_PROG_TEST_RUN) to read the kernel's jiffies.
+    pub const CLOCK: &str = "lb_clock";
     pub const DECAP: &str = "lb_decap";
     pub const PASS: &str = "lb_pass";
     pub const DROP: &str = "lb_drop";

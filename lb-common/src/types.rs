@@ -153,22 +153,30 @@ pub struct ConnEntry {
     pub epoch: u32,
     /// `CONN_F_*` bits.
     pub flags: u32,
-    /// CLOCK_MONOTONIC_COARSE of the last packet in ticks of
-    /// 2^`SEEN_TICK_SHIFT` ns ([`seen_ticks`]), written only when the tick
-    /// changed.
+    /// When the flow's last packet was seen, in [`seen_units`] of the
+    /// kernel's jiffies; written only when the unit changed.
     pub seen: u32,
 }
 
-/// `ConnEntry::seen` of a CLOCK_MONOTONIC_COARSE reading in ns.
+/// `ConnEntry::seen` of a jiffies reading (wraps after 2^32 units, years).
 #[inline(always)]
-pub fn seen_ticks(ns: u64) -> u32 {
-    (ns >> crate::consts::SEEN_TICK_SHIFT) as u32
+pub fn seen_units(jiffies: u64) -> u32 {
+    (jiffies >> crate::consts::SEEN_JIFFY_SHIFT) as u32
 }
 
-/// Ticks of `ConnEntry::seen` that cover `secs` seconds (rounded up).
-pub fn ticks_covering(secs: u32) -> u32 {
-    let tick_ns = 1u64 << crate::consts::SEEN_TICK_SHIFT;
-    (secs as u64 * 1_000_000_000).div_ceil(tick_ns) as u32
+/// Units of `ConnEntry::seen` that cover `secs` seconds at `hz` jiffies a
+/// second (rounded up).
+pub fn units_covering(secs: u32, hz: u32) -> u32 {
+    (secs as u64 * hz as u64).div_ceil(1 << crate::consts::SEEN_JIFFY_SHIFT) as u32
+}
+
+/// `CLOCK[0]`, written by `lb_clock`: the kernel's jiffies and
+/// CLOCK_MONOTONIC_COARSE read together, so the agent can learn HZ.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    pub coarse_ns: u64,
 }
 
 /// `RINGS` value: `RING_LANES` consecutive Maglev entries (backend ids).
@@ -244,6 +252,7 @@ const _: () = {
     assert!(core::mem::size_of::<RingChunk>() == 64);
     assert!(core::mem::size_of::<Counters>() == 16);
     assert!(core::mem::size_of::<FlowGuard>() == 16);
+    assert!(core::mem::size_of::<ClockSample>() == 16);
     assert!(core::mem::size_of::<GlobalConfig>() == 44);
     assert!(crate::consts::MAX_BACKENDS < crate::consts::NO_BACKEND as u32);
 };
@@ -263,4 +272,5 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for GlobalConfig {}
     unsafe impl aya::Pod for FlowGuard {}
+    unsafe impl aya::Pod for ClockSample {}
 }

@@ -384,3 +384,32 @@ fn least_connections_follows_a_weight_change() {
     }
     assert_eq!(active(&dp), vec![10, 10, 30]);
 }
+
+/// `ConnEntry::seen` is in units of the kernel's jiffies, which the agent
+/// reads through `lb_clock` and converts with a calibrated HZ: the HZ must
+/// be the kernel's, and a flow must stop counting once idle past its
+/// timeout (and not before).
+#[test]
+fn the_seen_clock_follows_the_kernels_jiffies() {
+    let Some(mut dp) = dataplane("seen_clock", &base_config()) else { return };
+    let hz = dp.hz().expect("calibration");
+    let config_hz = std::process::Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=").and_then(|v| v.parse::<u32>().ok())));
+    match config_hz {
+        Some(expected) => assert_eq!(hz, expected, "calibrated HZ vs the kernel's CONFIG_HZ"),
+        None => println!("no /proc/config.gz: calibrated HZ {hz} not cross-checked"),
+    }
+    // The dataplane is this test's while the guard is held: no other flow
+    // is added meanwhile.
+    let idle = lb::dataplane::IdleTimeouts { tcp_s: 1, udp_s: 1 };
+    let backend = forward(&dp, &syn(Ipv4Addr::new(198, 19, 9, 7), 7777, 81)).expect("forwarded");
+    dp.reconcile_active(idle).expect("recount");
+    assert!(active_of(&dp, 81, backend) >= 1, "just seen: active");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = dp.reconcile_active(idle).expect("recount").active;
+    assert_eq!(after, 0, "every flow idle 1.5 s, past the 1 s timeout: none active");
+}

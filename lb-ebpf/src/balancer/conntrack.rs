@@ -2,9 +2,9 @@
 //! happens to the rings, as long as the backend itself is still present.
 //! Each entry also says whether its flow is still active (see `ConnEntry`).
 
-use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey, types::seen_ticks};
+use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey, types::seen_units};
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
 use super::{
     active, atomic,
@@ -35,10 +35,11 @@ pub fn lookup(flow: &FlowKey) -> Lookup {
     }
 }
 
-/// Now on the clock of `ConnEntry::seen`.
+/// Now on the clock of `ConnEntry::seen` (one load: the verifier inlines
+/// `bpf_jiffies64`).
 #[inline(always)]
-pub fn now_ticks() -> u32 {
-    seen_ticks(unsafe { bpf_ktime_get_coarse_ns() })
+pub fn now_units() -> u32 {
+    seen_units(unsafe { bpf_jiffies64() })
 }
 
 /// Whether the flow has not been closed by a FIN or RST.
@@ -48,11 +49,11 @@ pub fn is_open(entry: *mut ConnEntry) -> bool {
     unsafe { (*entry).flags & CONN_F_CLOSED == 0 }
 }
 
-/// A client packet of an established flow: records the second it was seen
-/// (a write at most once a tick, ~1 s, per flow), and closes the flow on FIN/RST.
+/// A client packet of an established flow: records when it was seen
+/// (a write at most once a unit, 32 jiffies, per flow), and closes the flow on FIN/RST.
 #[inline(always)]
 pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
-    let now = now_ticks();
+    let now = now_units();
     // SAFETY: a map value, valid for the program run; a racing writer on
     // another CPU writes the same second.
     unsafe {
@@ -87,7 +88,7 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
 /// refused it.
 #[inline(always)]
 pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
-    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen: now_ticks() };
+    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen: now_units() };
     let recorded = CONNTRACK.insert(flow, &entry, 0).is_ok();
     if recorded {
         active::opened(id);

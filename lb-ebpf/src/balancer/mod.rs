@@ -4,6 +4,7 @@
 pub mod active;
 pub mod atomic;
 pub mod capture;
+pub mod clock;
 pub mod conntrack;
 pub mod counters;
 pub mod filter;

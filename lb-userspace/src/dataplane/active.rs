@@ -21,7 +21,7 @@ use lb_common::{
     CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS,
     consts::maps,
     net::IPPROTO_TCP,
-    types::{seen_ticks, ticks_covering},
+    types::{seen_units, units_covering},
 };
 
 use super::{Dataplane, DataplaneError, Result, array, map_err};
@@ -44,22 +44,26 @@ pub struct ActiveReport {
     pub took: Duration,
 }
 
-/// Whether an entry counts as an active flow of a backend whose current
-/// epoch is `epoch` (None: the id is not in use). `now` is in ticks of
-/// `ConnEntry::seen` ([`coarse_now_ticks`]); the timeouts are rounded up to
-/// whole ticks.
-pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now: u32, idle: IdleTimeouts) -> bool {
-    let timeout = ticks_covering(if key.proto == IPPROTO_TCP { idle.tcp_s } else { idle.udp_s });
-    epoch == Some(entry.epoch) && entry.flags & CONN_F_CLOSED == 0 && now.saturating_sub(entry.seen) <= timeout
+/// The idle timeouts in units of `ConnEntry::seen` (rounded up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleUnits {
+    pub tcp: u32,
+    pub udp: u32,
 }
 
-/// CLOCK_MONOTONIC_COARSE in ticks of `ConnEntry::seen`: the program's clock
-/// (bpf_ktime_get_coarse_ns).
-pub fn coarse_now_ticks() -> u32 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    seen_ticks(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+impl IdleTimeouts {
+    pub fn in_units(self, hz: u32) -> IdleUnits {
+        IdleUnits { tcp: units_covering(self.tcp_s, hz), udp: units_covering(self.udp_s, hz) }
+    }
+}
+
+/// Whether an entry counts as an active flow of a backend whose current
+/// epoch is `epoch` (None: the id is not in use). `now` is in units of
+/// `ConnEntry::seen`; an entry seen after `now` (during the walk) is recent.
+pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now: u32, idle: IdleUnits) -> bool {
+    let timeout = if key.proto == IPPROTO_TCP { idle.tcp } else { idle.udp };
+    let age = now.wrapping_sub(entry.seen) as i32;
+    epoch == Some(entry.epoch) && entry.flags & CONN_F_CLOSED == 0 && age <= timeout as i32
 }
 
 /// A recount prepared by the owner of the maps, to run on any thread: it
@@ -69,7 +73,9 @@ pub struct Recount {
     table: OwnedFd,
     /// Current epoch per backend id in use, indexed by id.
     epochs: Vec<Option<u32>>,
-    idle: IdleTimeouts,
+    idle: IdleUnits,
+    /// The kernel's clock when the recount was prepared, in `seen` units.
+    now: u32,
     started: Instant,
 }
 
@@ -84,8 +90,7 @@ pub struct Counted {
 impl Recount {
     /// Walks the table (the slow part: about 0.45 us per entry).
     pub fn run(self) -> io::Result<Counted> {
-        let now = coarse_now_ticks();
-        let (epochs, idle) = (self.epochs, self.idle);
+        let (epochs, idle, now) = (self.epochs, self.idle, self.now);
         let mut active = vec![0u64; epochs.len()];
         let mut entries = 0u64;
         walk(self.table.as_fd(), |key, entry| {
@@ -107,8 +112,11 @@ impl Dataplane {
         self.finish_recount(counted)
     }
 
-    /// Snapshots what a recount needs.
+    /// Snapshots what a recount needs (the first in a process also learns
+    /// the kernel's HZ: 200 ms, see `clock`).
     pub fn prepare_recount(&self, idle: IdleTimeouts) -> Result<Recount> {
+        let idle = idle.in_units(self.hz()?);
+        let now = seen_units(self.clock_sample()?.jiffies);
         let started = Instant::now();
         // Indexed by backend id: the walk does no hashing per entry.
         let mut epochs: Vec<Option<u32>> = vec![None; MAX_BACKENDS as usize];
@@ -116,7 +124,7 @@ impl Dataplane {
             epochs[*id as usize] = Some(self.applied.epochs.get(id).copied().unwrap_or(0));
         }
         let table = self.conntrack_data()?.fd().as_fd().try_clone_to_owned().map_err(walk_error)?;
-        Ok(Recount { table, epochs, idle, started })
+        Ok(Recount { table, epochs, idle, now, started })
     }
 
     /// Writes a recount's counts for the backends that are still the ones
@@ -215,14 +223,16 @@ mod tests {
 
     #[test]
     fn what_counts_as_active() {
-        let idle = IdleTimeouts { tcp_s: 300, udp_s: 30 };
+        // At HZ=250 a unit is 32 jiffies (128 ms): 300 s is 2343.75 units,
+        // rounded up to 2344; 30 s to 235.
+        let idle = IdleTimeouts { tcp_s: 300, udp_s: 30 }.in_units(250);
+        assert_eq!(idle, IdleUnits { tcp: 2344, udp: 235 });
         let tcp = FlowKey { proto: IPPROTO_TCP, ..FlowKey::default() };
         let udp = FlowKey { proto: lb_common::net::IPPROTO_UDP, ..FlowKey::default() };
         let e = ConnEntry { backend: 3, epoch: 7, flags: 0, seen: 1000 };
-        // 300 s = 279.4 ticks of 2^30 ns, rounded up to 280; 30 s to 28.
-        assert!(counts(&tcp, &e, Some(7), 1280, idle));
-        assert!(!counts(&tcp, &e, Some(7), 1281, idle), "idle past the TCP timeout");
-        assert!(counts(&udp, &e, Some(7), 1028, idle) && !counts(&udp, &e, Some(7), 1029, idle));
+        assert!(counts(&tcp, &e, Some(7), 3344, idle));
+        assert!(!counts(&tcp, &e, Some(7), 3345, idle), "idle past the TCP timeout");
+        assert!(counts(&udp, &e, Some(7), 1235, idle) && !counts(&udp, &e, Some(7), 1236, idle));
         assert!(!counts(&tcp, &e, Some(8), 1000, idle), "the id has a new owner");
         assert!(!counts(&tcp, &e, None, 1000, idle), "the backend is gone");
         assert!(!counts(&tcp, &ConnEntry { flags: CONN_F_CLOSED, ..e }, Some(7), 1000, idle), "closed");
@@ -230,9 +240,13 @@ mod tests {
     }
 
     #[test]
-    fn seen_ticks_are_2_to_the_30_ns() {
-        assert_eq!((seen_ticks((1 << 30) - 1), seen_ticks(1 << 30)), (0, 1));
-        assert_eq!((ticks_covering(0), ticks_covering(1), ticks_covering(2)), (0, 1, 2));
-        assert_eq!((ticks_covering(30), ticks_covering(300), ticks_covering(86_400)), (28, 280, 80_467));
+    fn seen_units_are_32_jiffies_and_wrap() {
+        assert_eq!((seen_units(31), seen_units(32), seen_units(64)), (0, 1, 2));
+        assert_eq!((units_covering(0, 1000), units_covering(1, 1000), units_covering(86_400, 100)), (0, 32, 270_000));
+        // A clock that wrapped past u32 between the entry and now.
+        let idle = IdleTimeouts { tcp_s: 300, udp_s: 30 }.in_units(1000);
+        let tcp = FlowKey { proto: IPPROTO_TCP, ..FlowKey::default() };
+        let e = ConnEntry { backend: 3, epoch: 7, flags: 0, seen: u32::MAX - 5 };
+        assert!(counts(&tcp, &e, Some(7), 10, idle), "16 units old across the wrap");
     }
 }

@@ -25,12 +25,13 @@ use lb_common::{
 
 mod active;
 mod capture;
+mod clock;
 mod filter;
 mod pin;
 mod query;
 mod tables;
 
-pub use active::{ActiveReport, Counted, IdleTimeouts, Recount};
+pub use active::{ActiveReport, Counted, IdleTimeouts, IdleUnits, Recount};
 pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
@@ -411,11 +412,13 @@ impl Dataplane {
     }
 }
 
-/// Loads the balancer and the programs it tail-calls, and fills the
-/// tail-call table (not pinned: each load fills its own).
+/// Loads the balancer, the programs it tail-calls and `lb_clock`, and fills
+/// the tail-call table (not pinned: each load fills its own).
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
     let mut fds = Vec::new();
-    for (slot, name) in [(None, progs::BALANCER), (Some(0), progs::ICMP), (Some(1), progs::TOO_BIG)] {
+    for (slot, name) in
+        [(None, progs::BALANCER), (Some(0), progs::ICMP), (Some(1), progs::TOO_BIG), (None, progs::CLOCK)]
+    {
         let prog: &mut Xdp = program(ebpf, name)?;
         prog.load().map_err(|source| DataplaneError::Program { name, source })?;
         if let Some(slot) = slot {
