@@ -282,21 +282,15 @@ struct AgentView {
     last_error: Option<String>,
 }
 
-/// The LAST PROBE cell: the probe's result, its pace when it is not the
-/// plain interval, and what the agent check last said.
+/// The LAST PROBE cell (`probe_text::last_probe`).
 fn probe_cell(b: &BackendView) -> String {
-    let mut cell = match &b.probe {
-        None => "-".to_string(),
-        Some(p) => match p.pace.as_deref() {
-            Some(pace) if pace != "interval" => format!("{} ({pace} {} ms)", p.last_result, p.interval_ms),
-            _ => p.last_result.clone(),
-        },
-    };
-    if let Some(a) = &b.agent {
-        let said = a.last_effect.as_deref().or(a.last_error.as_deref()).unwrap_or("no reply yet");
-        cell.push_str(&format!("; agent: {said}"));
-    }
-    cell
+    let probe = b.probe.as_ref().map(|p| crate::probe_text::Probe {
+        last_result: &p.last_result,
+        pace: p.pace.as_deref(),
+        interval_ms: p.interval_ms,
+    });
+    let agent = b.agent.as_ref().map(|a| a.last_effect.as_deref().or(a.last_error.as_deref()));
+    crate::probe_text::last_probe(probe, agent)
 }
 
 #[derive(Deserialize)]

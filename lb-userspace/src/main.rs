@@ -6,6 +6,7 @@ mod client;
 mod dist;
 mod notify;
 mod pcap;
+mod probe_text;
 mod run;
 mod top;
 mod trace;

@@ -328,7 +328,7 @@ fn top_once_shows_every_vip_and_backend() {
     assert!(row.contains("down"), "{row}");
     assert!(out.contains("198.18.0.13 down"), "{out}");
     // It is probed at the `downinter` pace; the IPv6 VIP's agent checks find no agent.
-    assert!(row.contains("(downinter 400ms)"), "{row}");
+    assert!(row.contains("(downinter 400 ms)"), "{row}");
     for b in vip(&status, &w.v6.id())["backends"].as_array().unwrap() {
         let addr = b["address"].as_str().unwrap();
         let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{addr} "))).unwrap();

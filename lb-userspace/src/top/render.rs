@@ -252,23 +252,15 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
     out
 }
 
-/// LAST PROBE: the result, the pace when not the plain interval, and the
-/// agent check's last word.
+/// LAST PROBE (`probe_text::last_probe`, the same text as `lb status`).
 fn probe_cell(b: &Backend) -> String {
-    let mut cell = match &b.probe {
-        None if b.agent.is_some() => String::new(),
-        None => "-".to_string(),
-        Some(p) => match p.pace.as_deref() {
-            Some(pace) if pace != "interval" => format!("{} ({pace} {}ms)", p.last_result, p.interval_ms),
-            _ => p.last_result.clone(),
-        },
-    };
-    if let Some(a) = &b.agent {
-        let said = a.last_effect.as_deref().or(a.last_error.as_deref()).unwrap_or("no reply yet");
-        let sep = if cell.is_empty() { "" } else { "; " };
-        let _ = write!(cell, "{sep}agent: {said}");
-    }
-    cell
+    let probe = b.probe.as_ref().map(|p| crate::probe_text::Probe {
+        last_result: &p.last_result,
+        pace: p.pace.as_deref(),
+        interval_ms: p.interval_ms,
+    });
+    let agent = b.agent.as_ref().map(|a| a.last_effect.as_deref().or(a.last_error.as_deref()));
+    crate::probe_text::last_probe(probe, agent)
 }
 
 /// `HH:MM:SS` UTC of a unix time in ms (no time-zone database needed).
@@ -350,7 +342,7 @@ mod tests {
         let f = render(&h, Style(false), 1.0);
         let row = |addr: &str| f.lines().find(|l| l.trim_start().starts_with(addr)).unwrap_or_else(|| panic!("{f}"));
         let b1 = row("198.18.0.11");
-        for want in ["1/38*", "12", "2.41x HOT SPOT", "connect: refused (downinter 400ms); agent: weight 50%"] {
+        for want in ["1/38*", "12", "2.41x HOT SPOT", "connect: refused (downinter 400 ms); agent: weight 50%"] {
             assert!(b1.contains(want), "{want} missing from {b1}");
         }
         // Neutral factors: no marker; not measured: no ratio; no count: `-`.
