@@ -260,37 +260,10 @@ struct BackendView {
     bytes: u64,
     #[serde(default)]
     active_connections: u64,
-    probe: Option<ProbeView>,
+    probe: Option<crate::probe_text::Probe>,
     #[serde(default)]
-    agent: Option<AgentView>,
+    agent: Option<crate::probe_text::Agent>,
     hot_spot: Option<hotspot::BackendHotSpotView>,
-}
-
-#[derive(Deserialize)]
-struct ProbeView {
-    last_result: String,
-    /// `interval`, `fastinter` or `downinter` (older agents: absent).
-    #[serde(default)]
-    pace: Option<String>,
-    #[serde(default)]
-    interval_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct AgentView {
-    last_effect: Option<String>,
-    last_error: Option<String>,
-}
-
-/// The LAST PROBE cell (`probe_text::last_probe`).
-fn probe_cell(b: &BackendView) -> String {
-    let probe = b.probe.as_ref().map(|p| crate::probe_text::Probe {
-        last_result: &p.last_result,
-        pace: p.pace.as_deref(),
-        interval_ms: p.interval_ms,
-    });
-    let agent = b.agent.as_ref().map(|a| a.last_effect.as_deref().or(a.last_error.as_deref()));
-    crate::probe_text::last_probe(probe, agent)
 }
 
 #[derive(Deserialize)]
@@ -361,7 +334,7 @@ fn backend_rows(v: &VipView) -> Vec<Vec<String>> {
             b.active_connections.to_string(),
             b.packets.to_string(),
             bytes(b.bytes),
-            probe_cell(b),
+            crate::probe_text::last_probe(b.probe.as_ref(), b.agent.as_ref()),
         ]);
     }
     rows

@@ -8,6 +8,8 @@ use std::{
 
 use serde::Deserialize;
 
+pub use crate::probe_text::{Agent, Probe};
+
 /// New flows are shared over this window.
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Fewer new flows than this in the window say nothing about balance.
@@ -78,16 +80,6 @@ pub struct Backend {
     pub active_connections: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct Probe {
-    pub last_result: String,
-    /// `interval`, `fastinter` or `downinter` (older agents: none).
-    #[serde(default)]
-    pub pace: Option<String>,
-    #[serde(default)]
-    pub interval_ms: u64,
-}
-
 /// Percentages applied to the configured weight, and the agent check's word.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Factors {
@@ -117,12 +109,6 @@ impl Factors {
         }
         out
     }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Agent {
-    pub last_effect: Option<String>,
-    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

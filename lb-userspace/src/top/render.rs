@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     bgp,
-    model::{Backend, History, Share, WINDOW, shares},
+    model::{History, Share, WINDOW, shares},
 };
 
 /// ANSI styling, off for pipes, `--once` into a file, and NO_COLOR.
@@ -219,7 +219,7 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
                 plain(b.packets.to_string()),
                 (share_text, shown_share),
                 (load, shown_load),
-                plain(probe_cell(b)),
+                plain(crate::probe_text::last_probe(b.probe.as_ref(), b.agent.as_ref())),
             ]);
             rows.push(cells);
         }
@@ -250,17 +250,6 @@ pub fn render(h: &History, style: Style, interval: f64) -> String {
         }
     }
     out
-}
-
-/// LAST PROBE (`probe_text::last_probe`, the same text as `lb status`).
-fn probe_cell(b: &Backend) -> String {
-    let probe = b.probe.as_ref().map(|p| crate::probe_text::Probe {
-        last_result: &p.last_result,
-        pace: p.pace.as_deref(),
-        interval_ms: p.interval_ms,
-    });
-    let agent = b.agent.as_ref().map(|a| a.last_effect.as_deref().or(a.last_error.as_deref()));
-    crate::probe_text::last_probe(probe, agent)
 }
 
 /// `HH:MM:SS` UTC of a unix time in ms (no time-zone database needed).
