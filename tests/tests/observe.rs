@@ -15,217 +15,34 @@
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use lb::maglev::{self, Candidate};
-use lb_common::{FlowKey, capture::CaptureConfig, hash::flow_hash, net::IPPROTO_UDP};
-use lb_tests::netns::{ChildGuard, CmdOutput, exec_in_status, in_netns, is_root};
-use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VIP_V6, VipSpec};
-use lb_tests::traffic::{HealthMode, HealthServer, TcpLoad, open_keepalive, tcp_client};
+use lb_common::{FlowKey, hash::flow_hash, net::IPPROTO_UDP};
+use lb_tests::topology::VIP_V4;
+use lb_tests::traffic::open_keepalive;
 use serde_json::Value;
 
+#[path = "observe/browser.rs"]
+mod browser;
+#[path = "observe/capture.rs"]
+mod capture;
+#[path = "observe/flows.rs"]
+mod flows;
 #[path = "observe/page.rs"]
 mod page;
+#[path = "observe/world.rs"]
+mod world;
+use browser::{chromium, ensure_tool, row_attr, target_dir};
+use capture::capture;
+use flows::{Background, udp_flow, udp_from};
 use page::{check_bgp_panel_against_the_api, check_page_against_the_api, factor_text};
+use world::{World, backend, vip, world};
 
 const RING: u32 = 251;
-/// Health-check port; backend3 serves none, so it goes down.
-const HC_PORT: u16 = 8080;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// Agent-check port of the IPv6 VIP: no backend listens there, so every
-/// exchange fails (and changes nothing) and status shows the error.
-const AGENT_PORT: u16 = 9777;
-/// Hot-spot detection and correction with short windows, so that the UDP
-/// VIP's hot spot (see `Background`) is corrected once within a second or
-/// two of traffic; the long cool-down keeps it at one step for the test.
-/// At `factor = 1.5` it stays flagged after that step (about 1.9 times its
-/// share: the test's flows were picked for the uncorrected table).
-const HOT_SPOT: &str = "[hot_spot]\nfactor = 1.5\ninterval_ms = 100\nwindow_ms = 1000\nduration_ms = 300\n\
-                        min_flows = 20\nmin_packets = 0\ncorrect = true\ncooldown_ms = 600000\n";
-
-/// The agent's world, shared by the tests of this file.
-struct World {
-    // Dropped in this order: health servers, then the topology.
-    _health: Vec<HealthServer>,
-    topo: Topology,
-    /// Where `lb run` sent its sd_notify messages.
-    notify: UnixDatagram,
-    notify_path: PathBuf,
-    tcp: VipSpec,
-    udp: VipSpec,
-    v6: VipSpec,
-}
-
-static WORLD: Mutex<Option<World>> = Mutex::new(None);
-
-extern "C" fn teardown() {
-    let world = WORLD.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(w) = world {
-        let _ = std::fs::remove_file(&w.notify_path);
-        drop(w);
-    }
-}
-
-/// The shared world, built on first use; `None` when not root.
-fn world(name: &str) -> Option<MutexGuard<'static, Option<World>>> {
-    if !is_root() {
-        eprintln!("{name}: skipped: needs root");
-        return None;
-    }
-    let mut guard = WORLD.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.is_none() {
-        static AT_EXIT: Once = Once::new();
-        // SAFETY: registering a plain extern "C" function.
-        AT_EXIT.call_once(|| unsafe {
-            libc::atexit(teardown);
-        });
-        // Built by a thread that lives as long as the process: the harness
-        // ties the processes it spawns (lb run, lb decap) to the spawning
-        // thread (PR_SET_PDEATHSIG), and a test's thread ends with the test.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("observe-world".into())
-            .spawn(move || {
-                let _ = tx.send(World::new().map_err(|e| format!("{e:#}")));
-                loop {
-                    std::thread::park();
-                }
-            })
-            .unwrap();
-        let built = rx.recv().unwrap_or_else(|_| Err("the builder panicked".into()));
-        *guard = Some(built.unwrap_or_else(|e| panic!("{name}: building the world: {e}")));
-    }
-    Some(guard)
-}
-
-impl World {
-    fn new() -> Result<World> {
-        let t0 = Instant::now();
-        // `lb run` (started below, inheriting the environment) tells this
-        // socket that it is ready, as it would tell systemd.
-        let notify_path = std::env::temp_dir().join(format!("lb-observe-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path)?;
-        notify.set_nonblocking(true)?;
-        // SAFETY: the other test threads are waiting on the WORLD lock, not
-        // reading the environment.
-        unsafe { std::env::set_var("NOTIFY_SOCKET", &notify_path) };
-
-        let topo = Topology::new(TopologyOptions::default())?;
-        let mut health = Vec::new();
-        for b in &topo.backends()[..2] {
-            health.push(HealthServer::start(
-                &b.ns,
-                &b.name,
-                SocketAddr::new(b.v4.into(), HC_PORT),
-                HealthMode::Healthy,
-            )?);
-        }
-        let check = format!(
-            "{{ kind = \"tcp\", port = {HC_PORT}, interval_ms = 200, downinter_ms = 400, timeout_ms = 200, rise = 2, fall = 2 }}"
-        );
-        let tcp = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&check);
-        let udp = VipSpec::udp(VIP_V4, 5353, Forwarding::Ipip).ring_size(RING);
-        let v6 = VipSpec::tcp(VIP_V6, 80, Forwarding::L2dsr)
-            .ring_size(RING)
-            .key(&format!("agent_check = {{ port = {AGENT_PORT}, interval_ms = 200, timeout_ms = 100 }}"));
-        let mut w = World { _health: health, topo, notify, notify_path, tcp, udp, v6 };
-        // Every BGP path in the test's own directory (never the /run defaults);
-        // no grace at the stop, since no router listens either.
-        let dir = w.topo.dir().display().to_string();
-        let bgp = format!(
-            "[bgp]\nbird_socket = \"{dir}/bird.ctl\"\nconfig_file = \"{dir}/lb-bird-vips.conf\"\n\
-             drain_file = \"{dir}/lb-bird-vips.drained\"\nwithdraw_grace_ms = 0\n"
-        );
-        let vips = [w.tcp.clone(), w.udp.clone(), w.v6.clone()];
-        let text = format!("{}\n{HOT_SPOT}{bgp}", w.topo.render_config(&vips));
-        let config = w.topo.dir().join("lb-observe.toml");
-        std::fs::write(&config, text)?;
-        w.topo.start_lb(&config)?;
-        // backend3 answers no health check: wait until the agent sees it down.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = w.status()?;
-            if backend(&s, &w.tcp.id(), "198.18.0.13")["health"] == "down" {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("backend3 never went down: {s:#}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("observe: world ready in {:.1?}", t0.elapsed());
-        Ok(w)
-    }
-
-    fn cli(&self, args: &[&str]) -> CmdOutput {
-        self.topo.lb_cli_status(args).unwrap_or_else(|e| panic!("lb {}: {e:#}", args.join(" ")))
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(out.success(), "`lb {}` failed: {out}\n{}", args.join(" "), self.topo.lb_log());
-        out.stdout
-    }
-
-    fn status(&self) -> Result<Value> {
-        let text = self.topo.lb_cli(&["status", "--json"])?;
-        serde_json::from_str(&text).context("status JSON")
-    }
-
-    /// `backendN` -> its address for `vip`'s family.
-    fn address_of(&self, name: &str, v6: bool) -> IpAddr {
-        let b = self.topo.backends().iter().find(|b| b.name == name).unwrap_or_else(|| panic!("no backend {name}"));
-        if v6 { b.v6.into() } else { b.v4.into() }
-    }
-}
-
-fn vip<'a>(status: &'a Value, id: &str) -> &'a Value {
-    status["vips"].as_array().and_then(|v| v.iter().find(|v| v["vip"] == id)).unwrap_or_else(|| panic!("no VIP {id}"))
-}
-
-fn backend<'a>(status: &'a Value, vip_id: &str, address: &str) -> &'a Value {
-    vip(status, vip_id)["backends"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["address"] == address))
-        .unwrap_or_else(|| panic!("no backend {address} in {vip_id}"))
-}
-
-/// One datagram from `CLIENT:port` to the UDP VIP; the backend's name that echoed it.
-fn udp_from(ns: &str, port: u16, target: SocketAddr) -> Result<String> {
-    in_netns(ns, move || {
-        let s = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.send_to(b"observe", target)?;
-        let mut buf = [0u8; 64];
-        let (n, _) = s.recv_from(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
-    })
-}
-
-/// `count` datagrams from one socket (one flow), each answered.
-fn udp_flow(ns: &str, port: u16, target: SocketAddr, count: usize) -> Result<Vec<String>> {
-    in_netns(ns, move || {
-        let s = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut names = Vec::new();
-        for _ in 0..count {
-            s.send_to(b"observe", target)?;
-            let mut buf = [0u8; 64];
-            let (n, _) = s.recv_from(&mut buf)?;
-            names.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
-        }
-        Ok(names)
-    })
-}
 
 /// The text after `->` on the line that starts with `prefix`.
 fn arrow_target(out: &str, prefix: &str) -> String {
@@ -367,135 +184,6 @@ fn agent_tells_systemd_it_is_ready() {
         "no READY=1 from lb run: {messages:?}"
     );
 }
-
-/// `cmd` is on PATH, or Debian's `package` could be installed now.
-fn ensure_tool(cmd: &str, package: &str) -> bool {
-    let found =
-        || Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success());
-    if found() {
-        return true;
-    }
-    eprintln!("observe: {cmd} is missing; installing Debian's {package}");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        install();
-    }
-    found()
-}
-
-fn target_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("observe");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Headless Chromium in the lb namespace, where the metrics listener is on
-/// the namespace's own loopback. Returns stdout and the wall time it took.
-fn chromium(ns: &str, profile: &Path, extra: &[&str]) -> (String, Duration) {
-    let profile = format!("--user-data-dir={}", profile.display());
-    let mut args = vec![
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        profile.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    args.push("http://127.0.0.1:9641/");
-    let t0 = Instant::now();
-    let out = exec_in_status(ns, "chromium", &args).expect("running chromium");
-    assert!(out.success(), "chromium failed: {out}");
-    (out.stdout, t0.elapsed())
-}
-
-/// Attributes of the tags whose `data-address` and `data-vip` are these.
-fn row_attr(dom: &str, vip: &str, address: &str, attr: &str) -> Option<String> {
-    let needle = format!("data-vip=\"{vip}\" data-address=\"{address}\"");
-    let start = dom.find(&needle)?;
-    let tag = &dom[start..start + dom[start..].find('>')?];
-    let key = format!("{attr}=\"");
-    let at = tag.find(&key)? + key.len();
-    Some(tag[at..at + tag[at..].find('"')?].to_string())
-}
-
-/// Traffic while the page is watched: TCP connections to the TCP VIP, and
-/// new UDP flows of which 80% go to backend1 (the ring predicted in
-/// userspace), so backend1 is a hot spot of the UDP VIP.
-struct Background {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Background {
-    fn start(w: &World) -> Background {
-        let stop = Arc::new(AtomicBool::new(false));
-        let client = w.topo.client().ns.clone();
-        let mut threads = Vec::new();
-        {
-            let (stop, client, target) = (stop.clone(), client.clone(), w.tcp.target());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let mut load = TcpLoad::new(target, 10);
-                    load.requests = 5;
-                    let _ = tcp_client(&client, &load);
-                }
-            }));
-        }
-        let candidates: Vec<Candidate> =
-            w.topo.backends().iter().map(|b| Candidate { address: b.v4.into(), weight: 1 }).collect();
-        let table = maglev::build(&candidates, RING);
-        let goes_to = |port: u16| {
-            table[(flow_hash(&FlowKey::new(CLIENT.into(), port, VIP_V4.into(), 5353, IPPROTO_UDP)) % RING) as usize]
-        };
-        let (mut hot, mut other) = (Vec::new(), Vec::new());
-        for port in 20_000..40_000u16 {
-            if goes_to(port) == Some(0) { hot.push(port) } else { other.push(port) }
-        }
-        let mut ports: Vec<u16> = Vec::new();
-        for (i, chunk) in hot.chunks(4).enumerate() {
-            ports.extend_from_slice(chunk);
-            ports.push(other[i % other.len()]);
-        }
-        {
-            let (stop, target) = (stop.clone(), w.udp.target());
-            threads.push(std::thread::spawn(move || {
-                let _ = in_netns(&client, move || {
-                    // One datagram from each fresh port: a new flow each, ~400/s.
-                    for port in ports {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        if let Ok(s) = UdpSocket::bind(SocketAddr::new(CLIENT.into(), port)) {
-                            let _ = s.send_to(b"hot", target);
-                        }
-                        std::thread::sleep(Duration::from_micros(2500));
-                    }
-                    Ok(())
-                });
-            }));
-        }
-        Background { stop, threads }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn status_page_in_chromium_matches_the_api() {
     let Some(guard) = world("status page") else { return };
@@ -561,63 +249,6 @@ fn status_page_in_chromium_matches_the_api() {
     check_bgp_panel_against_the_api(&dom, &before, &after);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", shot.display());
 }
-
-fn capture(w: &World, name: &str, args: &[&str], during: impl FnOnce()) -> (Vec<Vec<u8>>, String, PathBuf) {
-    let file = target_dir().join(format!("{name}.pcap"));
-    let _ = std::fs::remove_file(&file);
-    let sock = w.topo.control_socket();
-    let mut full = vec!["--socket", sock.to_str().unwrap(), "capture"];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["-w", file.to_str().unwrap()]);
-    let log = w.topo.dir().join(format!("{name}.log"));
-    let mut child = ChildGuard::spawn_in(&w.topo.lb().ns, name, w.topo.lb_bin(), &full, &log).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !child.log_text().contains("capturing") {
-        assert!(child.try_status().is_none(), "lb capture exited: {}", child.log_text());
-        assert!(Instant::now() < deadline, "lb capture did not start: {}", child.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    during();
-    std::thread::sleep(Duration::from_millis(300));
-    // Ctrl-C, as an operator stops it (unless it ended by itself).
-    if let Some(pid) = child.pid() {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGINT) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_status().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = child.stop(Duration::from_secs(1));
-    let log = child.log_text();
-    assert!(status.is_some_and(|s| s.success()), "lb capture: {status:?}\n{log}");
-    // The switch is off again.
-    let pinned = w.topo.pin_path().join(format!("v{}", lb_common::LAYOUT_VERSION)).join("lb0").join("CAPTURE_CONFIG");
-    let map = aya::maps::MapData::from_pin(&pinned).unwrap();
-    let config: aya::maps::Array<_, CaptureConfig> = aya::maps::Array::try_from(aya::maps::Map::Array(map)).unwrap();
-    assert_eq!(config.get(&0, 0).unwrap().session, 0, "capture still on after lb capture exited");
-    (read_pcap(&std::fs::read(&file).unwrap()), log, file)
-}
-
-/// The frames of a classic pcap file (little-endian, Ethernet), checked by hand.
-fn read_pcap(b: &[u8]) -> Vec<Vec<u8>> {
-    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    assert!(b.len() >= 24, "no pcap header");
-    assert_eq!(u32_at(0), 0xa1b2_c3d4, "magic");
-    assert_eq!((u16::from_le_bytes([b[4], b[5]]), u16::from_le_bytes([b[6], b[7]])), (2, 4), "version");
-    assert_eq!(u32_at(20), 1, "link type Ethernet");
-    let snaplen = u32_at(16) as usize;
-    let (mut at, mut frames) = (24, Vec::new());
-    while at < b.len() {
-        let (incl, orig) = (u32_at(at + 8) as usize, u32_at(at + 12) as usize);
-        assert!(incl <= snaplen && incl <= orig, "record at {at}: {incl} of {orig} bytes, snaplen {snaplen}");
-        frames.push(b[at + 16..at + 16 + incl].to_vec());
-        at += 16 + incl;
-    }
-    assert_eq!(at, b.len(), "trailing bytes");
-    frames
-}
-
 #[test]
 fn capture_writes_what_xdp_sends_to_a_pcap() {
     let Some(guard) = world("capture") else { return };

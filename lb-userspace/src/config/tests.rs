@@ -1,4 +1,5 @@
 use super::*;
+use lb_common::{DEFAULT_RING_SIZE, LC_MAX_CANDIDATES};
 
 pub(super) const GOOD: &str = r#"
 [global]

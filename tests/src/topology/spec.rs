@@ -1,0 +1,193 @@
+//! What a test asks for: the VIPs of a generated `lb run` config
+//! ([`VipSpec`], [`Proto`], [`Forwarding`]) and the config text the topology
+//! renders from them.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use super::Topology;
+
+/// Transport protocol of a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// How the lb forwards a VIP's packets to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    Ipip,
+    L2dsr,
+}
+
+impl Forwarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forwarding::Ipip => "ipip",
+            Forwarding::L2dsr => "l2dsr",
+        }
+    }
+}
+
+/// One VIP of a generated config.
+#[derive(Debug, Clone)]
+pub struct VipSpec {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: Proto,
+    pub forwarding: Forwarding,
+    /// Maglev ring size (prime); `None`: the product's default.
+    pub ring_size: Option<u32>,
+    /// Indices (0-based) of the backends to use; `None`: all.
+    pub backends: Option<Vec<usize>>,
+    /// Weight per backend used (same order as `backends`); `None`: omitted.
+    pub weights: Option<Vec<u32>>,
+    /// The VIP's `health_check` as a TOML inline table, e.g.
+    /// `{ kind = "tcp", port = 8080 }`; `None`: no health check.
+    pub health_check: Option<String>,
+    /// More `key = value` lines of the VIP's table, written as given
+    /// (e.g. `slowstart_ms = 2000`).
+    pub extra: Vec<String>,
+    /// The VIP's `algorithm`; `None`: omitted (maglev).
+    pub algorithm: Option<String>,
+}
+
+impl VipSpec {
+    pub fn new(address: IpAddr, port: u16, protocol: Proto, forwarding: Forwarding) -> VipSpec {
+        VipSpec {
+            address,
+            port,
+            protocol,
+            forwarding,
+            ring_size: None,
+            backends: None,
+            weights: None,
+            health_check: None,
+            extra: Vec::new(),
+            algorithm: None,
+        }
+    }
+    pub fn tcp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
+        VipSpec::new(address.into(), port, Proto::Tcp, forwarding)
+    }
+    pub fn udp(address: impl Into<IpAddr>, port: u16, forwarding: Forwarding) -> VipSpec {
+        VipSpec::new(address.into(), port, Proto::Udp, forwarding)
+    }
+    pub fn ring_size(mut self, m: u32) -> VipSpec {
+        self.ring_size = Some(m);
+        self
+    }
+    /// Uses only these backends (0-based indices into the topology's).
+    pub fn backends(mut self, indices: &[usize]) -> VipSpec {
+        self.backends = Some(indices.to_vec());
+        self
+    }
+    /// Sets the weights of the backends used, in order.
+    pub fn weights(mut self, weights: &[u32]) -> VipSpec {
+        self.weights = Some(weights.to_vec());
+        self
+    }
+    /// Sets the `algorithm` (with `per_instance = true` for the per-instance ones).
+    pub fn algorithm(mut self, name: &str) -> VipSpec {
+        self.algorithm = Some(name.to_string());
+        self
+    }
+    /// Sets the `health_check` inline table (see [`VipSpec::health_check`]).
+    pub fn health_check(mut self, table: &str) -> VipSpec {
+        self.health_check = Some(table.to_string());
+        self
+    }
+    /// Adds a `key = value` line to the VIP's table (see [`VipSpec::extra`]).
+    pub fn key(mut self, line: &str) -> VipSpec {
+        self.extra.push(line.to_string());
+        self
+    }
+    /// The VIP as the CLI and the API name it: `198.18.100.1:80/tcp`,
+    /// `[2001:db8:100::1]:80/tcp`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.target(), self.protocol.as_str())
+    }
+    /// The VIP as a socket address.
+    pub fn target(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+impl Topology {
+    /// Renders an `lb run` config for `vips` (lb interface, router MAC as
+    /// next hop, lb addresses as tunnel sources, backends' addresses and
+    /// MACs) and writes it into the topology's directory.
+    pub fn write_config(&self, vips: &[VipSpec]) -> PathBuf {
+        let text = self.render_config(vips);
+        // Named by a hash of the text: distinct configs get distinct files.
+        let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        let path = self.dir.join(format!("lb-{hash:016x}.toml"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// The TOML text [`Topology::write_config`] writes.
+    pub fn render_config(&self, vips: &[VipSpec]) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# generated by lb-tests for topology {}", self.prefix);
+        let _ = writeln!(s, "[global]");
+        let _ = writeln!(s, "interface = \"{}\"", self.lb.ifname);
+        let _ = writeln!(s, "xdp_mode = \"{}\"", self.opts.xdp_mode);
+        let _ = writeln!(s, "forwarding = \"ipip\"");
+        let _ = writeln!(s, "nexthop_mac = \"{}\"", self.router.mac);
+        let _ = writeln!(s, "tunnel_source_v4 = \"{}\"", self.lb.v4);
+        let _ = writeln!(s, "tunnel_source_v6 = \"{}\"", self.lb.v6);
+        // Per topology: a private bpffs and control socket (see mount_bpffs).
+        let _ = writeln!(s, "pin_path = \"{}\"", self.pin_path().display());
+        let _ = writeln!(s, "control_socket = \"{}\"", self.control_socket().display());
+        for v in vips {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "[[vip]]");
+            let _ = writeln!(s, "address = \"{}\"", v.address);
+            let _ = writeln!(s, "port = {}", v.port);
+            let _ = writeln!(s, "protocol = \"{}\"", v.protocol.as_str());
+            let _ = writeln!(s, "forwarding = \"{}\"", v.forwarding.as_str());
+            if let Some(m) = v.ring_size {
+                let _ = writeln!(s, "ring_size = {m}");
+            }
+            if let Some(hc) = &v.health_check {
+                let _ = writeln!(s, "health_check = {hc}");
+            }
+            for line in &v.extra {
+                let _ = writeln!(s, "{line}");
+            }
+            if let Some(a) = &v.algorithm {
+                let _ = writeln!(s, "algorithm = \"{a}\"");
+                if a == "round-robin" || a == "least-connections" {
+                    let _ = writeln!(s, "per_instance = true");
+                }
+            }
+            let idx: Vec<usize> = v.backends.clone().unwrap_or_else(|| (0..self.backends.len()).collect());
+            for (k, i) in idx.iter().enumerate() {
+                let b = &self.backends[*i];
+                let addr = match v.address {
+                    IpAddr::V4(_) => b.v4.to_string(),
+                    IpAddr::V6(_) => b.v6.to_string(),
+                };
+                let _ = writeln!(s);
+                let _ = writeln!(s, "  [[vip.backend]]");
+                let _ = writeln!(s, "  address = \"{addr}\"");
+                if let Some(w) = v.weights.as_ref().and_then(|w| w.get(k)) {
+                    let _ = writeln!(s, "  weight = {w}");
+                }
+                let _ = writeln!(s, "  mac = \"{}\"", b.mac);
+            }
+        }
+        s
+    }
+}
