@@ -95,10 +95,8 @@ struct Applied {
     backends: HashMap<BackendIdentity, u32>,
     /// Last epoch given out per backend id.
     epochs: BTreeMap<u32, u32>,
-    /// Weight written in each present backend's entry.
-    weights: HashMap<u32, u32>,
-    /// `vip_flags` written in each present backend's entry.
-    vip_flags: HashMap<u32, u32>,
+    /// Each present backend's entry as last written.
+    entries: HashMap<u32, Backend>,
     /// `VIP_FILTER` as written, one word per element.
     filter: Vec<u64>,
     vips: HashMap<VipKey, AppliedVip>,
@@ -236,8 +234,7 @@ impl Dataplane {
                     array::<Backend>(&mut self.ebpf, maps::BACKENDS)?
                         .set(id, entry, 0)
                         .map_err(map_err(maps::BACKENDS))?;
-                    self.applied.weights.insert(id, b.weight);
-                    self.applied.vip_flags.insert(id, vip_flags);
+                    self.applied.entries.insert(id, entry);
                     self.applied.epochs.insert(id, epoch);
                     self.applied.backends.insert(identity, id);
                     report.backends_added += 1;
@@ -254,15 +251,15 @@ impl Dataplane {
     /// changed; the other fields are written unchanged, so a packet reading
     /// the entry meanwhile sees a valid backend either way.
     fn sync_backend(&mut self, id: u32, weight: u32, vip_flags: u32) -> Result<()> {
-        if self.applied.weights.get(&id) == Some(&weight) && self.applied.vip_flags.get(&id) == Some(&vip_flags) {
+        // Every id of `applied.backends` has its entry here (added, adopted
+        // and removed together).
+        let Some(&written) = self.applied.entries.get(&id) else { return Ok(()) };
+        let entry = Backend { weight, vip_flags, ..written };
+        if entry == written {
             return Ok(());
         }
-        let mut backends = array::<Backend>(&mut self.ebpf, maps::BACKENDS)?;
-        let mut entry = backends.get(&id, 0).map_err(map_err(maps::BACKENDS))?;
-        (entry.weight, entry.vip_flags) = (weight, vip_flags);
-        backends.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
-        self.applied.weights.insert(id, weight);
-        self.applied.vip_flags.insert(id, vip_flags);
+        array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
+        self.applied.entries.insert(id, entry);
         Ok(())
     }
 
@@ -394,8 +391,7 @@ impl Dataplane {
             let entry = Backend { epoch, vip_slot: u32::MAX, ..Backend::default() };
             array::<Backend>(&mut self.ebpf, maps::BACKENDS)?.set(id, entry, 0).map_err(map_err(maps::BACKENDS))?;
             self.applied.backends.remove(&identity);
-            self.applied.weights.remove(&id);
-            self.applied.vip_flags.remove(&id);
+            self.applied.entries.remove(&id);
             report.backends_removed += 1;
         }
         Ok(())

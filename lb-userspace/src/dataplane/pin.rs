@@ -210,8 +210,7 @@ impl Dataplane {
             }
             let Some(vip) = by_slot.get(&b.vip_slot) else { continue };
             let mac = (b.mac != [0; 6]).then_some(Mac(b.mac));
-            applied.weights.insert(id, b.weight);
-            applied.vip_flags.insert(id, b.vip_flags);
+            applied.entries.insert(id, b);
             applied.backends.insert((*vip, words_addr(b.addr, b.family), mac), id);
         }
         Ok(applied)
