@@ -55,7 +55,7 @@ pub fn is_open(entry: *mut ConnEntry) -> bool {
 pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
     let now = now_units();
     // SAFETY: a map value, valid for the program run; a racing writer on
-    // another CPU writes the same second.
+    // another CPU writes the same unit (or one a tick later).
     unsafe {
         if (*entry).seen != now {
             (*entry).seen = now;
