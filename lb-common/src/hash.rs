@@ -42,14 +42,15 @@ pub fn hash_words4(words: &[u32; 4], seed: u32) -> u32 {
     finish(h, 16)
 }
 
-/// `VIP_FILTER` bit of a destination (address words, port in network order,
-/// protocol): one multiply, cheap enough for every packet. Collisions only
-/// cost a lookup, so it needs no seed or avalanche.
+/// `VIP_TABLE` bucket of a destination (address words, port in network
+/// order, protocol): one multiply, cheap enough for every packet. VIPs that
+/// share a bucket only cost a hash-map lookup, so it needs no seed or
+/// avalanche.
 #[inline(always)]
-pub fn vip_filter_bit(addr: &[u32; 4], port: u16, proto: u8) -> u32 {
+pub fn vip_bucket(addr: &[u32; 4], port: u16, proto: u8) -> u32 {
     let folded = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24);
     let h = (folded ^ ((port as u32) << 8) ^ proto as u32).wrapping_mul(0x9e37_79b1);
-    h >> (32 - crate::consts::VIP_FILTER_BITS.trailing_zeros())
+    h >> (32 - crate::consts::VIP_TABLE_BUCKETS.trailing_zeros())
 }
 
 /// Hash of a 5-tuple; the Maglev entry is `flow_hash(key) % ring_size`.
@@ -105,21 +106,27 @@ mod tests {
     }
 
     #[test]
-    fn vip_filter_bits_spread_typical_vip_sets() {
+    fn vip_buckets_spread_typical_vip_sets() {
+        extern crate std;
+        use crate::consts::VIP_TABLE_BUCKETS;
+        use std::{collections::HashSet, vec::Vec};
         // 256 consecutive IPv4 addresses (wire order) x ports 80 and 443, and
-        // 256 IPv6 addresses differing in the last word: few shared bits.
-        let mut seen = [0u64; crate::consts::VIP_FILTER_WORDS as usize];
-        let mut set = |bit: u32| seen[(bit / 64) as usize] |= 1 << (bit % 64);
+        // 256 IPv6 addresses differing in the last word.
+        let mut keys = Vec::new();
         for i in 0..256u32 {
             for port in [80u16, 443] {
-                let bit = vip_filter_bit(&[u32::from_be_bytes([198, 18, 0, i as u8]), 0, 0, 0], port.to_be(), 6);
-                assert!(bit < crate::consts::VIP_FILTER_BITS);
-                set(bit);
+                keys.push(([u32::from_be_bytes([198, 18, 0, i as u8]), 0, 0, 0], port.to_be(), 6));
             }
-            set(vip_filter_bit(&[0x0db8_0120, 0, 0, (i + 1).to_be()], 443u16.to_be(), 17));
+            keys.push(([0x0db8_0120, 0, 0, (i + 1).to_be()], 443u16.to_be(), 17));
         }
-        let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
-        assert!(distinct >= 760, "{distinct} distinct bits of 768");
+        let buckets: Vec<u32> = keys.iter().map(|(a, p, proto)| vip_bucket(a, *p, *proto)).collect();
+        assert!(buckets.iter().all(|b| *b < VIP_TABLE_BUCKETS));
+        let distinct = |b: &[u32]| b.iter().collect::<HashSet<_>>().len();
+        // Random placement would give ~700 distinct buckets for 768 keys.
+        assert!(distinct(&buckets) >= 700, "{} distinct buckets of 768", distinct(&buckets));
+        // A block of 64 consecutive IPv4 VIPs on one port shares none.
+        let block: Vec<u32> = buckets.iter().step_by(3).take(64).copied().collect();
+        assert_eq!(distinct(&block), 64);
     }
 
     #[test]

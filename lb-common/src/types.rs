@@ -74,6 +74,25 @@ pub struct VipMeta {
     pub algorithm: u32,
 }
 
+/// A `VIP_TABLE` bucket: the VIP whose (address, port, protocol) hashes
+/// here, with its `VipMeta` of both ring generations. The agent changes a
+/// bucket so that every write changes either one byte a reader looks at
+/// (`key.family`, `live`) or only bytes readers ignore at that moment (the
+/// key and metadata of an empty or shared bucket, the idle generation's
+/// metadata), which makes each change atomic for the program without a
+/// lock: a VIP appears, disappears, becomes shared or flips its ring in
+/// one byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipBucket {
+    /// The VIP; `family` 0: empty, `FAMILY_SHARED`: look `VIPS` up.
+    pub key: VipKey,
+    /// Which of `meta` is live (0 or 1): the VIP's `ring_gen`.
+    pub live: u32,
+    /// The VIP's metadata for ring generation 0 and 1.
+    pub meta: [VipMeta; 2],
+}
+
 /// `VIP_ADDRS` key: an address that carries at least one VIP. Lets the program
 /// recognise fragments and options aimed at a VIP before it knows the port.
 #[repr(C)]
@@ -198,14 +217,18 @@ pub fn ring_chunk_index(slot: u32, generation: u32, entry: u32) -> u32 {
     (generation * crate::consts::MAX_VIPS + slot) * crate::consts::RING_CHUNKS + entry / crate::consts::RING_LANES
 }
 
-/// `FLOW_GUARD[0]`, per CPU: the new-flow budget of the current second.
+/// `FLOW_GUARD[0]`, per CPU: the new-flow budget of the current window
+/// (at least a second long; see the program's `conntrack::may_record`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowGuard {
-    /// Start of the current one-second window (bpf_ktime_get_coarse_ns).
+    /// Start of the current window (bpf_ktime_get_coarse_ns).
     pub window_start_ns: u64,
     /// Flows recorded in this window.
-    pub recorded: u64,
+    pub recorded: u32,
+    /// Low 32 bits of the jiffy in which the clock was last read at the
+    /// limit: a refused flow reads the clock at most once a jiffy.
+    pub checked_jiffy: u32,
 }
 
 /// Per-CPU packet and byte counters (`STATS`, `VIP_STATS`, `BACKEND_STATS`).
@@ -246,6 +269,7 @@ const _: () = {
     assert!(core::mem::size_of::<VipKey>() == 20);
     assert!(core::mem::size_of::<VipMeta>() == 20);
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
+    assert!(core::mem::size_of::<VipBucket>() == 64);
     assert!(core::mem::size_of::<Backend>() == 40);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<ConnEntry>() == 16);
@@ -264,6 +288,7 @@ mod pod {
     // no bool/Option/pointer: every bit pattern is a valid value.
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for VipMeta {}
+    unsafe impl aya::Pod for VipBucket {}
     unsafe impl aya::Pod for VipAddrKey {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}

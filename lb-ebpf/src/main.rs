@@ -17,13 +17,13 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer::{
     capture,
     conntrack::{self, Lookup},
-    counters, filter,
-    maps::{CONFIG, ICMP_PROGS, VIP_ADDRS, VIPS},
-    select,
+    counters,
+    maps::{CONFIG, ICMP_PROGS, VIP_ADDRS},
+    select, vips,
 };
 use lb_common::{
     ALGO_LEAST_CONN, ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR,
-    VipAddrKey, VipKey, VipMeta,
+    VipAddrKey, VipMeta,
     capture::CAPTURE_NO_BACKEND,
     hash::{flow_hash, source_hash},
     net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
@@ -115,13 +115,14 @@ pub fn lb_too_big(ctx: XdpContext) -> u32 {
 /// ICMP error about the flow (never learned, never answered with ICMP).
 #[inline(always)]
 fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Verdict {
-    if !filter::may_be_vip(&pkt.flow) {
+    let bucket = vips::find(&pkt.flow);
+    if bucket.is_null() {
         return (PASS, stats::PASS_NOT_VIP);
     }
     let tcp = pkt.flow.proto == IPPROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
     // An established flow first: its entry names the backend, whose own
-    // entry holds its VIP's slot and mode, so the VIP lookup is skipped (a
+    // entry holds its VIP's slot and mode, so the VIP's metadata is not read (a
     // removed VIP's backends are gone, which makes the entry stale). A SYN
     // is decided with its VIP's algorithm, in `choose`.
     let found = if syn { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
@@ -135,9 +136,7 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
         counters::stat(stats::CONNTRACK_HIT, 0);
         return send::<CLIENT>(ctx, pkt, bytes, backend.vip_slot, backend.vip_flags, Ok((id, backend, None)));
     }
-    let key = VipKey { addr: pkt.flow.dst, port: pkt.flow.dport, proto: pkt.flow.proto, family: pkt.flow.family };
-    // Copied: the agent replaces the whole value when it flips generations.
-    let Some(meta) = (unsafe { VIPS.get(&key) }).copied() else {
+    let Some(meta) = vips::meta(bucket, &pkt.flow) else {
         return (PASS, stats::PASS_NOT_VIP);
     };
     if !for_this_host(ctx) {

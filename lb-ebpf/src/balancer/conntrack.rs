@@ -96,26 +96,37 @@ pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
     recorded
 }
 
-/// The flood guard: whether this CPU may record one more new flow in the
-/// current second. Per CPU, so it needs no lock and no atomic. The coarse
-/// clock (a tick or so of error on a one-second window) costs less than
-/// reading the TSC on every new flow.
+/// The flood guard: whether this CPU may record one more new flow. At most
+/// `limit` flows are recorded per window, and a window lasts at least a
+/// second. Per CPU, so it needs no lock and no atomic. The clock is read
+/// only once the budget is spent (a window ends when the limit is reached
+/// a second or more after it began), and then at most once a jiffy: under
+/// the limit a new flow reads no clock, and a flood's refused SYNs share
+/// one reading per tick. Bursts are bounded as with fixed one-second
+/// windows: at most `limit` at the end of one window and `limit` at the
+/// start of the next.
 #[inline(always)]
 pub fn may_record(limit: u32) -> bool {
     if limit == 0 {
         return true;
     }
     let Some(guard) = FLOW_GUARD.get_ptr_mut(0) else { return true };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    unsafe {
-        if now.wrapping_sub((*guard).window_start_ns) >= 1_000_000_000 {
-            (*guard).window_start_ns = now;
-            (*guard).recorded = 0;
-        }
-        if (*guard).recorded >= limit as u64 {
-            return false;
-        }
-        (*guard).recorded += 1;
+    // SAFETY: this CPU's map value, valid for the program run.
+    let guard = unsafe { &mut *guard };
+    if guard.recorded < limit {
+        guard.recorded += 1;
+        return true;
     }
+    let jiffy = unsafe { bpf_jiffies64() } as u32;
+    if guard.checked_jiffy == jiffy {
+        return false;
+    }
+    guard.checked_jiffy = jiffy;
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.wrapping_sub(guard.window_start_ns) < 1_000_000_000 {
+        return false;
+    }
+    guard.window_start_ns = now;
+    guard.recorded = 1;
     true
 }

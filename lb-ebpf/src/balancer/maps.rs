@@ -7,18 +7,20 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS,
-    RING_MAP_ENTRIES, RingChunk, VIP_FILTER_WORDS, VipAddrKey, VipKey, VipMeta, stats,
+    RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey, VipBucket, VipKey, VipMeta, stats,
 };
 
 /// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU) over one shared table.
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
+/// Every VIP: what the program reads for a VIP of a shared `VIP_TABLE`
+/// bucket, and what userspace reads back.
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
 
-/// A bit per VIP destination hash (`lb_common::VIP_FILTER_BITS`).
-#[map(name = "VIP_FILTER")]
-pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
+/// The VIPs by destination hash (`lb_common::VIP_TABLE_BUCKETS`).
+#[map(name = "VIP_TABLE")]
+pub static VIP_TABLE: Array<VipBucket> = Array::with_max_entries(VIP_TABLE_BUCKETS, 0);
 
 /// Addresses that carry a VIP (value: number of VIPs on it).
 #[map(name = "VIP_ADDRS")]

@@ -7,6 +7,6 @@ pub mod capture;
 pub mod clock;
 pub mod conntrack;
 pub mod counters;
-pub mod filter;
 pub mod maps;
 pub mod select;
+pub mod vips;

@@ -2,8 +2,9 @@
 //! configuration into map writes, writing only what changed, in an order
 //! that never lets a packet see a half-written table:
 //! new backends first, then each changed ring into its VIP's idle buffer
-//! followed by one `VIPS` update that flips the live generation, and only
-//! then the removal of backends nothing points to any more.
+//! followed by the one-byte flip of its `VIP_TABLE` bucket and the `VIPS`
+//! update (the program reads one or the other), and only then the removal
+//! of backends nothing points to any more.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -17,7 +18,7 @@ use aya::{
 };
 use lb_common::{
     BACKEND_F_PRESENT, Backend, GLOBAL_F_TOO_BIG_DROP, GlobalConfig, MAX_BACKENDS, MAX_VIPS, RING_LANES, RingChunk,
-    VIP_F_L2DSR, VipAddrKey, VipKey, VipMeta,
+    VIP_F_L2DSR, VipAddrKey, VipBucket, VipKey, VipMeta,
     consts::{maps, progs},
     ring_chunk_index,
     types::{addr_words, words_addr},
@@ -26,10 +27,10 @@ use lb_common::{
 mod active;
 mod capture;
 mod clock;
-mod filter;
 mod pin;
 mod query;
 mod tables;
+mod vip_table;
 
 pub use active::{ActiveReport, Counted, IdleTimeouts, IdleUnits, Recount};
 pub use pin::PinError;
@@ -97,8 +98,8 @@ struct Applied {
     epochs: BTreeMap<u32, u32>,
     /// Each present backend's entry as last written.
     entries: HashMap<u32, Backend>,
-    /// `VIP_FILTER` as written, one word per element.
-    filter: Vec<u64>,
+    /// `VIP_TABLE`'s non-empty buckets as written.
+    buckets: HashMap<u32, VipBucket>,
     vips: HashMap<VipKey, AppliedVip>,
 }
 
@@ -153,8 +154,6 @@ impl Dataplane {
         self.write_global(cfg)?;
         let ids = self.add_backends(cfg, &mut report)?;
         let desired: HashMap<VipKey, &crate::config::Vip> = cfg.vips.iter().map(|v| (v.key(), v)).collect();
-        // New VIPs' bits before the VIPs; bits of removed ones after.
-        self.write_filter(filter::words(desired.keys().chain(self.applied.vips.keys())))?;
         for vip in &cfg.vips {
             self.apply_vip(vip, &ids, &mut report)?;
         }
@@ -164,7 +163,6 @@ impl Dataplane {
             report.vips_removed += 1;
         }
         self.remove_unused_backends(&ids, &mut report)?;
-        self.write_filter(filter::words(desired.keys()))?;
         Ok(report)
     }
 
@@ -305,11 +303,19 @@ impl Dataplane {
         state.rings[generation as usize] = ring;
         state.meta = VipMeta { slot, ring_size, ring_gen: generation, flags, algorithm };
         state.source = source;
-        // The single update that makes the new ring live.
-        hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?
-            .insert(key, state.meta, 0)
-            .map_err(map_err(maps::VIPS))?;
+        // The update that makes the new ring live: a new VIP enters `VIPS`
+        // before its bucket (a shared bucket sends the program there); a
+        // flip is live at its bucket's write (or, in a shared bucket, at
+        // the `VIPS` write).
+        let meta = state.meta;
         self.applied.vips.insert(key, state);
+        if is_new {
+            self.write_vip_meta(key, meta)?;
+            self.sync_bucket(&key)?;
+        } else {
+            self.sync_bucket(&key)?;
+            self.write_vip_meta(key, meta)?;
+        }
         if is_new {
             report.vips_added += 1;
             self.sync_vip_addr(vip.address)?;
@@ -350,8 +356,14 @@ impl Dataplane {
         Ok(written)
     }
 
+    fn write_vip_meta(&mut self, key: VipKey, meta: VipMeta) -> Result<()> {
+        hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.insert(key, meta, 0).map_err(map_err(maps::VIPS))
+    }
+
     fn remove_vip(&mut self, key: VipKey) -> Result<()> {
         self.applied.vips.remove(&key);
+        // Out of its bucket first: then no packet finds it.
+        self.sync_bucket(&key)?;
         match hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.remove(&key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(maps::VIPS)(e)),

@@ -21,7 +21,8 @@ use aya::{
 };
 use lb_common::{
     BACKEND_F_PRESENT, Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, LAYOUT_VERSION,
-    MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VIP_FILTER_WORDS, VipAddrKey, VipKey, VipMeta,
+    MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey, VipBucket, VipKey,
+    VipMeta,
     capture::{CAPTURE_RING_BYTES, CaptureConfig, CaptureState},
     consts::{maps, progs},
     ring_chunk_index, stats,
@@ -63,7 +64,7 @@ impl Pins {
 const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
-    (maps::VIP_FILTER, 4, size_of::<u64>(), VIP_FILTER_WORDS),
+    (maps::VIP_TABLE, 4, size_of::<VipBucket>(), VIP_TABLE_BUCKETS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
     (maps::RINGS, 4, size_of::<RingChunk>(), RING_MAP_ENTRIES),
     (maps::CONNTRACK, size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNTRACK_CAPACITY),
@@ -213,6 +214,7 @@ impl Dataplane {
             applied.entries.insert(id, b);
             applied.backends.insert((*vip, words_addr(b.addr, b.family), mac), id);
         }
+        applied.buckets = self.read_buckets()?;
         Ok(applied)
     }
 }

@@ -23,6 +23,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result, bail};
 use aya::Ebpf;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb::config::Config;
 use lb::dataplane::Dataplane;
 use lb_common::stats;
 use lb_tests::packet::Packet;
@@ -52,13 +53,30 @@ enum Pattern {
     Pool,
 }
 
-/// A case: key, description, expected verdict, packet kind, pattern.
+/// A case: key, description, expected verdict, packet kind, pattern,
+/// whether the flood guard refuses new flows, and Katran's figure it is
+/// compared with (a key of [`peers::KATRAN_NS`]).
 pub struct Case {
     pub key: &'static str,
     pub what: &'static str,
     verdict: u32,
     kind: Kind,
     pattern: Pattern,
+    flood: bool,
+    peer: Option<&'static str>,
+}
+
+impl Case {
+    /// Katran's figure this case is compared with.
+    pub fn katran(&self) -> Option<f64> {
+        self.peer.and_then(peers::katran)
+    }
+
+    /// Whether this case is the one Katran's figure is named after (where
+    /// the picture draws Katran's bar).
+    pub fn is_peer_case(&self) -> bool {
+        self.peer == Some(self.key)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -93,37 +111,86 @@ impl Kind {
 }
 
 const fn case(key: &'static str, what: &'static str, verdict: u32, kind: Kind, pattern: Pattern) -> Case {
-    Case { key, what, verdict, kind, pattern }
+    Case { key, what, verdict, kind, pattern, flood: false, peer: None }
+}
+
+impl Case {
+    /// Compared with Katran's figure `peer`.
+    const fn vs(self, peer: &'static str) -> Case {
+        Case { peer: Some(peer), ..self }
+    }
+
+    /// Run with the flood guard refusing every new flow (`new_flow_limit`
+    /// 1 per second), as under a SYN flood: no table lookup, no insert.
+    const fn flooded(self) -> Case {
+        Case { flood: true, ..self }
+    }
 }
 
 /// Every case, in report order (the floor first).
-pub const CASES: [Case; 13] = [
+pub const CASES: [Case; 17] = [
     case("floor", "lb_drop (XDP_DROP), the floor (raw ns)", XDP_DROP, Kind::Ack4, Pattern::Same),
-    case("tcp_syn", "TCP SYN of a new flow: ring pick + table insert, IPIP", XDP_TX, Kind::Syn4, Pattern::New),
+    case("tcp_syn", "TCP SYN of a new flow: ring pick + table insert, IPIP", XDP_TX, Kind::Syn4, Pattern::New)
+        .vs("tcp_syn"),
     case(
         "tcp_syn_same_flow",
         "the same TCP SYN again (as Katran's fixture): found open, kept",
         XDP_TX,
         Kind::Syn4,
         Pattern::Same,
-    ),
-    case("tcp_ack", "TCP ACK of an established flow (table hit), IPIP", XDP_TX, Kind::Ack4, Pattern::Same),
+    )
+    .vs("tcp_syn"),
+    case(
+        "tcp_syn_flood",
+        "TCP SYN flood, new flows: the guard refuses the insert, no lookup",
+        XDP_TX,
+        Kind::Syn4,
+        Pattern::New,
+    )
+    .flooded()
+    .vs("tcp_syn_flood"),
+    case(
+        "tcp_syn_flood_same_flow",
+        "the same TCP SYN under the flood guard (as Katran's fixture): no lookup, no insert",
+        XDP_TX,
+        Kind::Syn4,
+        Pattern::Same,
+    )
+    .flooded()
+    .vs("tcp_syn_flood"),
+    case("tcp_ack", "TCP ACK of an established flow (table hit), IPIP", XDP_TX, Kind::Ack4, Pattern::Same)
+        .vs("tcp_ack"),
     case("tcp_ack_1024flows", "TCP ACK, random one of 1024 established flows", XDP_TX, Kind::Ack4, Pattern::Pool),
-    case("udp", "UDP of an established flow (table hit), IPIP", XDP_TX, Kind::Udp4, Pattern::Same),
+    case("udp", "UDP of an established flow (table hit), IPIP", XDP_TX, Kind::Udp4, Pattern::Same).vs("udp"),
     case("udp_1024flows", "UDP, random one of 1024 established flows", XDP_TX, Kind::Udp4, Pattern::Pool),
     case("udp_new", "UDP, first packet of a flow (miss + insert)", XDP_TX, Kind::Udp4, Pattern::New),
-    case("tcp6_syn", "IPv6 TCP SYN of a new flow (insert), IP6IP6", XDP_TX, Kind::Syn6, Pattern::New),
-    case("tcp6_syn_same_flow", "the same IPv6 TCP SYN again: found open, kept", XDP_TX, Kind::Syn6, Pattern::Same),
+    case("tcp6_syn", "IPv6 TCP SYN of a new flow (insert), IP6IP6", XDP_TX, Kind::Syn6, Pattern::New).vs("tcp6_syn"),
+    case("tcp6_syn_same_flow", "the same IPv6 TCP SYN again: found open, kept", XDP_TX, Kind::Syn6, Pattern::Same)
+        .vs("tcp6_syn"),
+    case("tcp6_syn_flood", "IPv6 TCP SYN flood, new flows: no lookup, no insert", XDP_TX, Kind::Syn6, Pattern::New)
+        .flooded()
+        .vs("tcp6_syn"),
+    case(
+        "tcp6_syn_flood_same_flow",
+        "the same IPv6 TCP SYN under the flood guard (like for like with Katran's figure)",
+        XDP_TX,
+        Kind::Syn6,
+        Pattern::Same,
+    )
+    .flooded()
+    .vs("tcp6_syn"),
     case("l2dsr_ack", "TCP ACK of an established flow, L2 DSR", XDP_TX, Kind::Dsr4, Pattern::Same),
     case("l2dsr_ack_1024flows", "TCP ACK, L2 DSR, random one of 1024 flows", XDP_TX, Kind::Dsr4, Pattern::Pool),
-    case("nonvip", "TCP to a non-VIP address, passed", XDP_PASS, Kind::NotVip, Pattern::Same),
+    case("nonvip", "TCP to a non-VIP address, passed", XDP_PASS, Kind::NotVip, Pattern::Same).vs("nonvip"),
 ];
 
 /// Keys this part reports (nulled with the reason when it fails).
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 17] = [
     "prog_ns.floor",
     "prog_ns.tcp_syn",
     "prog_ns.tcp_syn_same_flow",
+    "prog_ns.tcp_syn_flood",
+    "prog_ns.tcp_syn_flood_same_flow",
     "prog_ns.tcp_ack",
     "prog_ns.tcp_ack_1024flows",
     "prog_ns.udp",
@@ -131,6 +198,8 @@ pub const KEYS: [&str; 13] = [
     "prog_ns.udp_new",
     "prog_ns.tcp6_syn",
     "prog_ns.tcp6_syn_same_flow",
+    "prog_ns.tcp6_syn_flood",
+    "prog_ns.tcp6_syn_flood_same_flow",
     "prog_ns.l2dsr_ack",
     "prog_ns.l2dsr_ack_1024flows",
     "prog_ns.nonvip",
@@ -189,8 +258,33 @@ pub fn drop_prog(ebpf: &Ebpf) -> &Xdp {
     ebpf.program("lb_drop").and_then(|p| p.try_into().ok()).expect("loaded by load_drop")
 }
 
-/// Measures every case; `dp` must hold [`super::config::config`].
-pub fn run(dp: &Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
+/// The benchmark's configuration, and the same with the flood guard
+/// refusing new flows (the `flood` cases), applied in turn.
+struct Guard {
+    open: Config,
+    flooded: Config,
+}
+
+impl Guard {
+    fn new() -> Result<Guard> {
+        let open = super::config::config(0)?;
+        let mut flooded = open.clone();
+        // One new flow per CPU and second: in a block of thousands of
+        // packets, at most one is recorded.
+        flooded.global.new_flow_limit = 1;
+        Ok(Guard { open, flooded })
+    }
+
+    /// Applies the configuration `case` runs with.
+    fn set(&self, dp: &mut Dataplane, case: &Case) -> Result<()> {
+        dp.apply(if case.flood { &self.flooded } else { &self.open })?;
+        Ok(())
+    }
+}
+
+/// Measures every case; `dp` must hold [`super::config::config`] (and holds
+/// it again afterwards).
+pub fn run(dp: &mut Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
     let cpu = sys::bench_cpu();
     // Pinned: the kernel runs the program on the calling CPU, and the
     // connection table keeps per-CPU LRU lists.
@@ -199,14 +293,14 @@ pub fn run(dp: &Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
             sys::pin_to_cpu(cpu)?;
             let drop_obj = load_drop()?;
             let drop = drop_prog(&drop_obj);
-            let lb = dp.balancer();
+            let guard = Guard::new()?;
             let before = dp.stats().ok();
-            establish(lb)?;
+            establish(dp.balancer())?;
             let t = std::time::Instant::now();
-            measure_harness(lb, drop, budget, report)?;
+            measure_harness(dp, &guard, drop, budget, report)?;
             let t_harness = t.elapsed().as_secs_f64();
             let t = std::time::Instant::now();
-            measure_single(lb, drop, budget, report)?;
+            measure_single(dp, &guard, drop, budget, report)?;
             report.number("prog_ns.seconds_harness", t_harness);
             report.number("prog_ns.seconds_single", t.elapsed().as_secs_f64());
             if let (Some(b), Ok(a)) = (before, dp.stats()) {
@@ -214,7 +308,8 @@ pub fn run(dp: &Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
                 report.number("prog_ns.conntrack_insert_failed", d(stats::CONNTRACK_FULL));
                 report.number("prog_ns.conntrack_hits", d(stats::CONNTRACK_HIT));
                 report.number("prog_ns.conntrack_misses", d(stats::CONNTRACK_MISS));
-                // Inserts the flood guard skipped (must be 0 for the SYN figures).
+                // Inserts the flood guard skipped: those of the `flood` cases
+                // only (the other new-flow figures include the insert).
                 report.number("prog_ns.conntrack_guarded", d(stats::CONNTRACK_GUARDED));
             }
             Ok(())
@@ -249,7 +344,7 @@ fn establish(lb: &Xdp) -> Result<()> {
 /// (each a [`Dataplane`] holding [`super::config::config`]), one round of
 /// each in turn so every round compares them under the same machine load.
 /// Writes `compare.<name>.<case>` and returns the table.
-pub fn compare_builds(builds: &[(String, Dataplane)], budget: &Budget, report: &mut Report) -> Result<Table> {
+pub fn compare_builds(builds: &mut [(String, Dataplane)], budget: &Budget, report: &mut Report) -> Result<Table> {
     let cpu = sys::bench_cpu();
     let one = Budget { rounds: 1, ..budget.clone() };
     let mut net: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); CASES.len()]; builds.len()];
@@ -258,13 +353,14 @@ pub fn compare_builds(builds: &[(String, Dataplane)], budget: &Budget, report: &
             sys::pin_to_cpu(cpu)?;
             let drop_obj = load_drop()?;
             let drop = drop_prog(&drop_obj);
-            for (_, dp) in builds {
+            let guard = Guard::new()?;
+            for (_, dp) in builds.iter() {
                 establish(dp.balancer())?;
             }
             for _ in 0..budget.rounds {
-                for (bi, (_, dp)) in builds.iter().enumerate() {
+                for (bi, (_, dp)) in builds.iter_mut().enumerate() {
                     let mut r = Report::default();
-                    measure_harness(dp.balancer(), drop, &one, &mut r)?;
+                    measure_harness(dp, &guard, drop, &one, &mut r)?;
                     for (ci, c) in CASES.iter().enumerate() {
                         net[bi][ci].extend(r.get(&format!("prog_ns.{}", c.key)));
                     }
@@ -302,12 +398,9 @@ fn harness_flows(c: &Case) -> Flows {
 }
 
 /// Katran's figure, ratio and target of a case, into the report.
-fn compare(report: &mut Report, prefix: &str, key: &str, net: &[f64]) {
-    let base = key.trim_end_matches("_same_flow");
-    if key != base && !base.ends_with("syn") {
-        return;
-    }
-    let Some(k) = peers::katran(base) else { return };
+fn compare(report: &mut Report, prefix: &str, case: &Case, net: &[f64]) {
+    let Some(k) = case.katran() else { return };
+    let key = case.key;
     let ratios: Vec<f64> = net.iter().map(|n| n / k).collect();
     let s = Stat::of(&ratios).unwrap();
     report.stat(&format!("{prefix}.{key}"), s);
@@ -322,11 +415,11 @@ fn compare(report: &mut Report, prefix: &str, key: &str, net: &[f64]) {
 /// 17 ms here), so there are few, long calls.
 const HARNESS_BLOCKS: usize = 3;
 
-fn measure_harness(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) -> Result<()> {
+fn measure_harness(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budget, report: &mut Report) -> Result<()> {
     let runs = budget.prog_runs.max(10);
     let blocks = HARNESS_BLOCKS;
     let repeat = runs.div_ceil(blocks) as u32;
-    let (to_lb, to_drop) = (Target::new(lb.fd()?)?, Target::new(drop.fd()?)?);
+    let (to_lb, to_drop) = (Target::new(dp.balancer().fd()?)?, Target::new(drop.fd()?)?);
     let mut harnesses = Vec::new();
     for c in CASES.iter().skip(1) {
         // Templates: source low 16 bits 0 and IP id 0xffff (see Flows).
@@ -348,6 +441,7 @@ fn measure_harness(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) -
         }
         floor.push(Stat::of(&f).unwrap().median);
         for (i, (c, h_lb, h_drop)) in harnesses.iter().enumerate() {
+            guard.set(dp, c)?;
             let (mut on_lb, mut on_drop) = (Vec::new(), Vec::new());
             for _ in 0..blocks {
                 let (v, ns) = h_lb.run(repeat)?;
@@ -367,6 +461,7 @@ fn measure_harness(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) -
                 hfloor.push(d);
             }
         }
+        guard.set(dp, &CASES[0])?;
     }
     report.stat("prog_ns.floor", Stat::of(&floor).unwrap());
     report.stat("prog_ns.harness_floor", Stat::of(&hfloor).unwrap());
@@ -374,12 +469,12 @@ fn measure_harness(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) -
     report.number("prog_ns.rounds", budget.rounds as f64);
     for (ci, c) in CASES.iter().enumerate().skip(1) {
         report.stat(&format!("prog_ns.{}", c.key), Stat::of(&net[ci]).unwrap());
-        compare(report, "katran_ratio", c.key, &net[ci]);
+        compare(report, "katran_ratio", c, &net[ci]);
     }
     Ok(())
 }
 
-fn measure_single(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) -> Result<()> {
+fn measure_single(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budget, report: &mut Report) -> Result<()> {
     // A quarter of the harness's packets: medians of thousands are stable,
     // and new flows must not fill the connection table.
     let runs = (budget.prog_runs / 4).max(10);
@@ -409,7 +504,8 @@ fn measure_single(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) ->
         let mut samples: Vec<Vec<u32>> = vec![Vec::with_capacity(n); CASES.len()];
         for b in 0..blocks {
             for (ci, c) in CASES.iter().enumerate() {
-                let prog = if ci == 0 { drop } else { lb };
+                guard.set(dp, c)?;
+                let prog = if ci == 0 { drop } else { dp.balancer() };
                 for i in 0..per_block {
                     let k = b * per_block + i;
                     let f = &frames[ci][k % frames[ci].len()];
@@ -421,6 +517,7 @@ fn measure_single(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) ->
                 }
             }
         }
+        guard.set(dp, &CASES[0])?;
         for (ci, s) in samples.iter_mut().enumerate() {
             per_round[ci].push(median_u32(s));
         }
@@ -431,7 +528,7 @@ fn measure_single(lb: &Xdp, drop: &Xdp, budget: &Budget, report: &mut Report) ->
     for (ci, c) in CASES.iter().enumerate().skip(1) {
         let net: Vec<f64> = per_round[ci].iter().zip(&floor).map(|(x, f)| x - f).collect();
         report.stat(&format!("prog_ns_single.{}", c.key), Stat::of(&net).unwrap());
-        compare(report, "katran_ratio_single", c.key, &net);
+        compare(report, "katran_ratio_single", c, &net);
     }
     Ok(())
 }
@@ -458,9 +555,8 @@ pub fn table(r: &Report) -> Table {
             ]);
             continue;
         }
-        let base = c.key.trim_end_matches("_same_flow");
-        let (k, ratio, target) = match peers::katran(base).filter(|_| !c.key.ends_with("1024flows")) {
-            Some(k) if base == c.key || base.ends_with("syn") => (
+        let (k, ratio, target) = match c.katran() {
+            Some(k) => (
                 format!("{k:.0}"),
                 r.show(&format!("katran_ratio.{}", c.key), 2),
                 format!("<= {:.0}", k * TARGET_SHARE),

@@ -144,7 +144,7 @@ pub fn render(r: &Report, title: &str) -> String {
             color: LB,
             text: format!("{}{ratio}", text(r, &key, "ns", 1)),
         });
-        if let Some(k) = peers::katran(case).filter(|_| !case.ends_with("flows")) {
+        if let Some(k) = c.katran().filter(|_| c.is_peer_case()) {
             bars.push(Bar {
                 label: format!("Katran {case}"),
                 value: Some(k),

@@ -194,7 +194,7 @@ fn run(args: Args) -> Result<()> {
     // 1. per packet
     if on("prog") {
         step(&format!("1. cost per packet: {} rounds x {} runs per case", b.rounds, b.prog_runs));
-        let res = match dp.as_ref() {
+        let res = match dp.as_mut() {
             Some(d) => prog::run(d, b, &mut r),
             None => Err(anyhow::anyhow!("{dp_error}")),
         };
@@ -324,7 +324,7 @@ fn compare(args: &Args, r: &mut Report, json_path: &std::path::Path) -> Result<(
         args.budget.rounds,
         args.budget.prog_runs
     ));
-    let t = prog::compare_builds(&builds, &args.budget, r)?;
+    let t = prog::compare_builds(&mut builds, &args.budget, r)?;
     print!("{}", t.render());
     r.write_json(json_path)
 }
