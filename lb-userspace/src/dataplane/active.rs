@@ -113,7 +113,8 @@ impl Dataplane {
     }
 
     /// Snapshots what a recount needs (the first in a process also learns
-    /// the kernel's HZ: 200 ms, see `clock`).
+    /// the kernel's HZ, see `clock`: it waits only if the data path was
+    /// loaded less than 200 ms ago).
     pub fn prepare_recount(&self, idle: IdleTimeouts) -> Result<Recount> {
         let idle = idle.in_units(self.hz()?);
         let now = seen_units(self.clock_sample()?.jiffies);

@@ -1,8 +1,10 @@
 //! The clock of `ConnEntry::seen`: the kernel's jiffies, which the program
 //! reads with one inlined load (see `lb_common::SEEN_JIFFY_SHIFT`).
 //! Userspace reads jiffies by running `lb_clock` (BPF_PROG_TEST_RUN), and
-//! learns HZ once per process from two readings 200 ms apart next to
-//! CLOCK_MONOTONIC_COARSE.
+//! learns HZ once per process from two readings at least 200 ms apart next
+//! to CLOCK_MONOTONIC_COARSE: the first when the data path is loaded, the
+//! second when HZ is first needed (the agent's first recount, a second
+//! later by default), so nobody waits for it.
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -43,15 +45,29 @@ impl Dataplane {
         self.array_ro::<ClockSample>(maps::CLOCK)?.get(&0, 0).map_err(map_err(maps::CLOCK))
     }
 
-    /// The kernel's HZ; the first call in a process watches the clocks for
-    /// 200 ms.
+    /// Takes the first reading of the HZ calibration (a data path that
+    /// cannot read its clock finds out at `hz`).
+    pub(super) fn with_clock_origin(mut self) -> Dataplane {
+        self.clock_origin = self.clock_sample().ok();
+        self
+    }
+
+    /// The kernel's HZ; the first call in a process sleeps for what is left
+    /// of 200 ms since the data path was loaded, if anything.
     pub fn hz(&self) -> Result<u32> {
         if let Some(hz) = HZ.get() {
             return Ok(*hz);
         }
-        let first = self.clock_sample()?;
-        std::thread::sleep(CALIBRATION);
-        let second = self.clock_sample()?;
+        let first = match self.clock_origin {
+            Some(origin) => origin,
+            None => self.clock_sample()?,
+        };
+        let mut second = self.clock_sample()?;
+        let watched = Duration::from_nanos(second.coarse_ns.saturating_sub(first.coarse_ns));
+        if watched < CALIBRATION {
+            std::thread::sleep(CALIBRATION - watched);
+            second = self.clock_sample()?;
+        }
         let hz = hz_from(second.jiffies - first.jiffies, second.coarse_ns - first.coarse_ns);
         tracing::debug!(hz, "kernel HZ calibrated");
         Ok(*HZ.get_or_init(|| hz))

@@ -119,6 +119,9 @@ pub struct Dataplane {
     applied: Applied,
     /// Where maps and the link are pinned, for agents that outlive a restart.
     pins: Option<pin::Pins>,
+    /// The clocks when the data path was loaded: the first reading of the
+    /// HZ calibration (see `clock`).
+    clock_origin: Option<lb_common::ClockSample>,
 }
 
 impl Dataplane {
@@ -133,7 +136,7 @@ impl Dataplane {
     pub fn load_object(object: &[u8]) -> Result<Dataplane> {
         let mut ebpf = Ebpf::load(object)?;
         load_programs(&mut ebpf)?;
-        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None })
+        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None, clock_origin: None }.with_clock_origin())
     }
 
     /// Attaches the balancer to an interface; detached when `self` is dropped.

@@ -126,7 +126,8 @@ impl Dataplane {
         super::load_programs(&mut ebpf)?;
         let pins = Pins { dir };
         let adopted = pins.link().exists();
-        let mut dp = Dataplane { ebpf, applied: Applied::default(), pins: Some(pins) };
+        let mut dp =
+            Dataplane { ebpf, applied: Applied::default(), pins: Some(pins), clock_origin: None }.with_clock_origin();
         if adopted {
             dp.applied = dp.read_applied()?;
         }
