@@ -65,6 +65,14 @@ fn bench_runs_and_reports_every_key() {
         assert!(report[format!("{key}.min")].is_number() && report[format!("{key}.max")].is_number(), "{key} min/max");
     }
     assert!(report["katran_ratio.tcp_ack"].is_number());
+    // The flood cases ran with the guard refusing inserts, and are compared
+    // with Katran's no-insert figures.
+    for key in ["prog_ns.tcp_syn_flood_same_flow", "prog_ns.tcp6_syn_flood_same_flow"] {
+        assert!(report[key].is_number(), "{key} = {}", report[key]);
+    }
+    assert!(report["katran_ratio.tcp6_syn_flood_same_flow"].is_number());
+    let guarded = report["prog_ns.conntrack_guarded"].as_f64().unwrap_or(0.0);
+    assert!(guarded > 0.0, "the flood cases never met the flood guard: {guarded}");
     let svg = std::fs::read_to_string(out.join("report.svg")).expect("report.svg");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "not an SVG");
     let _ = std::fs::remove_dir_all(&out);
