@@ -8,6 +8,8 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod poll;
+pub mod rng;
 pub mod topology;
 pub mod traffic;
 pub mod upload;
+pub mod xdp;
