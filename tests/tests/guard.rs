@@ -5,12 +5,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use aya::programs::{TestRun, TestRunOptions};
 use lb::config::Config;
 use lb::dataplane::Dataplane;
 use lb_common::{FlowKey, net::IPPROTO_TCP, stats};
 use lb_tests::netns::is_root;
 use lb_tests::packet::Packet;
+use lb_tests::xdp::test_run;
 
 const XDP_TX: u32 = 3;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
@@ -31,9 +31,7 @@ fn client(i: u32) -> Ipv4Addr {
 
 fn syn(dp: &Dataplane, i: u32) -> u32 {
     let frame = Packet::new().ipv4(client(i), VIP).tcp(40_000, 80).syn().build();
-    let mut out = vec![0u8; frame.len() + 64];
-    let opts = TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() };
-    dp.balancer().test_run(opts).unwrap().return_value
+    test_run(dp.balancer(), &frame).0
 }
 
 fn recorded(dp: &Dataplane, i: u32) -> bool {
@@ -86,11 +84,7 @@ fn frames_addressed_to_another_host_are_never_forwarded() {
     let mut cfg = config(0);
     cfg.global.interface_mac = Some(lb::config::Mac(lb_tests::packet::DEFAULT_DST_MAC));
     dp.apply(&cfg).unwrap();
-    let run = |frame: &[u8]| {
-        let mut out = vec![0u8; frame.len() + 64];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
-        dp.balancer().test_run(opts).unwrap().return_value
-    };
+    let run = |frame: &[u8]| test_run(dp.balancer(), frame).0;
     let ours = Packet::new().ipv4(client(1), VIP).tcp(40_000, 80).syn().build();
     assert_eq!(run(&ours), XDP_TX);
     let before = dp.stats().unwrap()[stats::PASS_OTHER_HOST as usize].packets;

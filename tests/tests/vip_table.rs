@@ -5,12 +5,12 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun, TestRunOptions};
 use lb::config::Config;
 use lb::dataplane::Dataplane;
 use lb_common::{VipKey, hash::vip_bucket, net::IPPROTO_TCP, stats};
 use lb_tests::netns::is_root;
 use lb_tests::packet::Packet;
+use lb_tests::xdp::test_run;
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -42,9 +42,7 @@ fn config(vips: &[Ipv4Addr]) -> Config {
 /// Verdict of a SYN to `vip`:80 and, if encapsulated, the outer destination.
 fn syn(dp: &Dataplane, vip: Ipv4Addr) -> (u32, Option<Ipv4Addr>) {
     let frame = Packet::new().ipv4(Ipv4Addr::new(198, 19, 0, 1), vip).tcp(40_000, 80).syn().build();
-    let mut out = vec![0u8; frame.len() + 64];
-    let opts = TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() };
-    let verdict = dp.balancer().test_run(opts).unwrap().return_value;
+    let (verdict, out) = test_run(dp.balancer(), &frame);
     let outer = (verdict == XDP_TX).then(|| Ipv4Addr::new(out[30], out[31], out[32], out[33]));
     (verdict, outer)
 }
