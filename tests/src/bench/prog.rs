@@ -66,18 +66,6 @@ pub struct Case {
     peer: Option<&'static str>,
 }
 
-impl Case {
-    /// Katran's figure this case is compared with.
-    pub fn katran(&self) -> Option<f64> {
-        self.peer.and_then(peers::katran)
-    }
-
-    /// Whether this case is the one Katran's figure is named after (where
-    /// the picture draws Katran's bar).
-    pub fn is_peer_case(&self) -> bool {
-        self.peer == Some(self.key)
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -124,6 +112,17 @@ impl Case {
     /// 1 per second), as under a SYN flood: no table lookup, no insert.
     const fn flooded(self) -> Case {
         Case { flood: true, ..self }
+    }
+
+    /// Katran's figure this case is compared with.
+    pub fn katran(&self) -> Option<f64> {
+        self.peer.and_then(peers::katran)
+    }
+
+    /// Whether this case is the one Katran's figure is named after (where
+    /// the picture draws Katran's bar).
+    pub fn is_peer_case(&self) -> bool {
+        self.peer == Some(self.key)
     }
 }
 
