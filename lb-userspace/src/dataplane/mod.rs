@@ -2,8 +2,8 @@
 //! configuration into map writes, writing only what changed, in an order
 //! that never lets a packet see a half-written table:
 //! new backends first, then each changed ring into its VIP's idle buffer
-//! followed by the one-byte flip of its `VIP_TABLE` bucket and the `VIPS`
-//! update (the program reads one or the other), and only then the removal
+//! followed by the `VIPS` update and the one-byte flip of its `VIP_TABLE`
+//! bucket (the program reads one or the other), and only then the removal
 //! of backends nothing points to any more.
 
 use std::{
@@ -31,6 +31,8 @@ mod pin;
 mod query;
 mod tables;
 mod vip_table;
+
+use vip_table::bucket_of;
 
 pub use active::{ActiveReport, Counted, IdleTimeouts, IdleUnits, Recount};
 pub use pin::PinError;
@@ -166,6 +168,7 @@ impl Dataplane {
             report.vips_removed += 1;
         }
         self.remove_unused_backends(&ids, &mut report)?;
+        self.sync_buckets()?;
         Ok(report)
     }
 
@@ -306,19 +309,14 @@ impl Dataplane {
         state.rings[generation as usize] = ring;
         state.meta = VipMeta { slot, ring_size, ring_gen: generation, flags, algorithm };
         state.source = source;
-        // The update that makes the new ring live: a new VIP enters `VIPS`
-        // before its bucket (a shared bucket sends the program there); a
-        // flip is live at its bucket's write (or, in a shared bucket, at
-        // the `VIPS` write).
-        let meta = state.meta;
+        // The updates that make the new ring live: `VIPS` (what the program
+        // reads for a shared bucket, and userspace's record), then the
+        // bucket (a one-byte flip for a VIP alone in it). `applied` changes
+        // only once `VIPS` is written, so a failed write is redone by the
+        // next apply; a failed bucket write is mended by `sync_buckets`.
+        self.write_vip_meta(key, state.meta)?;
         self.applied.vips.insert(key, state);
-        if is_new {
-            self.write_vip_meta(key, meta)?;
-            self.sync_bucket(&key)?;
-        } else {
-            self.sync_bucket(&key)?;
-            self.write_vip_meta(key, meta)?;
-        }
+        self.sync_bucket(bucket_of(&key))?;
         if is_new {
             report.vips_added += 1;
             self.sync_vip_addr(vip.address)?;
@@ -366,7 +364,7 @@ impl Dataplane {
     fn remove_vip(&mut self, key: VipKey) -> Result<()> {
         self.applied.vips.remove(&key);
         // Out of its bucket first: then no packet finds it.
-        self.sync_bucket(&key)?;
+        self.sync_bucket(bucket_of(&key))?;
         match hash_map::<VipKey, VipMeta>(&mut self.ebpf, maps::VIPS)?.remove(&key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(maps::VIPS)(e)),

@@ -8,6 +8,8 @@
 //! shared bucket, the idle generation's metadata). Each change is then
 //! atomic for the program, like the `VIPS` update it mirrors.
 
+use std::collections::HashMap;
+
 use lb_common::{FAMILY_SHARED, VIP_TABLE_BUCKETS, VipBucket, VipKey, VipMeta, consts::maps, hash::vip_bucket};
 
 use super::{Dataplane, Result, array, map_err};
@@ -71,19 +73,43 @@ fn steps(cur: &VipBucket, target: &VipBucket) -> Vec<VipBucket> {
 }
 
 impl Dataplane {
-    /// Brings the bucket of `key` in line with the VIPs that are in `VIPS`
-    /// (the applied VIPs with a ring).
-    pub(super) fn sync_bucket(&mut self, key: &VipKey) -> Result<()> {
-        let index = bucket_of(key);
-        let live: Vec<(VipKey, VipMeta)> = self
-            .applied
-            .vips
-            .iter()
-            .filter(|(k, v)| v.meta.ring_size != 0 && bucket_of(k) == index)
-            .map(|(k, v)| (*k, v.meta))
-            .collect();
+    /// Brings every bucket in line with the VIPs that are in `VIPS`: writes
+    /// nothing when each already is, and mends a bucket an earlier apply
+    /// failed to write.
+    pub(super) fn sync_buckets(&mut self) -> Result<()> {
+        let mut live = self.live_by_bucket(None);
+        for index in self.applied.buckets.keys() {
+            live.entry(*index).or_default();
+        }
+        for (index, vips) in live {
+            self.write_bucket(index, &vips)?;
+        }
+        Ok(())
+    }
+
+    /// Brings bucket `index` in line with the VIPs that are in `VIPS`.
+    pub(super) fn sync_bucket(&mut self, index: u32) -> Result<()> {
+        let vips = self.live_by_bucket(Some(index)).remove(&index).unwrap_or_default();
+        self.write_bucket(index, &vips)
+    }
+
+    /// The VIPs in `VIPS` (applied, with a ring) by bucket; only bucket
+    /// `only`'s if given.
+    fn live_by_bucket(&self, only: Option<u32>) -> HashMap<u32, Vec<(VipKey, VipMeta)>> {
+        let mut by_bucket: HashMap<u32, Vec<(VipKey, VipMeta)>> = HashMap::new();
+        for (key, vip) in self.applied.vips.iter().filter(|(_, v)| v.meta.ring_size != 0) {
+            let index = bucket_of(key);
+            if only.is_none_or(|o| o == index) {
+                by_bucket.entry(index).or_default().push((*key, vip.meta));
+            }
+        }
+        by_bucket
+    }
+
+    /// Writes bucket `index` so that it holds `vips`, in atomic steps.
+    fn write_bucket(&mut self, index: u32, vips: &[(VipKey, VipMeta)]) -> Result<()> {
         let cur = self.applied.buckets.get(&index).copied().unwrap_or_default();
-        let target = desired(&cur, &live);
+        let target = desired(&cur, vips);
         let mut map = array::<VipBucket>(&mut self.ebpf, maps::VIP_TABLE)?;
         for step in steps(&cur, &target) {
             map.set(index, step, 0).map_err(map_err(maps::VIP_TABLE))?;
@@ -94,9 +120,9 @@ impl Dataplane {
 
     /// `VIP_TABLE`'s non-empty buckets as the maps hold them (adopting
     /// pinned maps).
-    pub(super) fn read_buckets(&self) -> Result<std::collections::HashMap<u32, VipBucket>> {
+    pub(super) fn read_buckets(&self) -> Result<HashMap<u32, VipBucket>> {
         let map = self.array_ro::<VipBucket>(maps::VIP_TABLE)?;
-        let mut buckets = std::collections::HashMap::new();
+        let mut buckets = HashMap::new();
         for index in 0..VIP_TABLE_BUCKETS {
             let b = map.get(&index, 0).map_err(map_err(maps::VIP_TABLE))?;
             if b != VipBucket::default() {

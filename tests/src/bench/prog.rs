@@ -66,7 +66,6 @@ pub struct Case {
     peer: Option<&'static str>,
 }
 
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Syn4,
