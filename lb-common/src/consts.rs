@@ -14,7 +14,9 @@ pub const MAX_BACKENDS: u32 = 4096;
 /// inlines `bpf_jiffies64` into one load, where a clock helper is a call
 /// (measured ~15 ns a packet here). The agent learns HZ by calibration.
 pub const SEEN_JIFFY_SHIFT: u32 = 5;
-/// Connection-table entries (LRU). About 100 bytes each in the kernel.
+/// Connection-table entries (LRU) by default (`global.conntrack_capacity`
+/// sets it when the agent loads the map). About 100 bytes each in the
+/// kernel.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
 
 /// Buckets of `VIP_TABLE`, the VIPs by `hash::vip_bucket` of their

@@ -229,6 +229,16 @@ struct StatusView {
     bgp: Option<bgp::BgpView>,
     #[serde(default)]
     hot_spot: Option<hotspot::HotSpotView>,
+    #[serde(default)]
+    active_recount: Option<RecountView>,
+}
+
+#[derive(Deserialize)]
+struct RecountView {
+    recounts: u64,
+    entries: u64,
+    #[serde(default)]
+    capacity: u32,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +398,10 @@ fn status_text(s: &StatusView, now_ms: u64) -> String {
         s.table_rebuilds,
         s.last_rebuild_ms
     );
+    if let Some(r) = s.active_recount.as_ref().filter(|r| r.capacity > 0) {
+        let held = if r.recounts > 0 { format!("{} of ", r.entries) } else { String::new() };
+        out.push_str(&format!("connection table: {held}{} entries\n", r.capacity));
+    }
     if let Some(b) = &s.bgp {
         out.push_str(&bgp::text(b, now_ms));
     }

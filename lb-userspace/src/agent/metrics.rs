@@ -147,6 +147,13 @@ pub fn render(s: &Status, rebuild_seconds_sum: f64) -> String {
     );
     family(
         &mut out,
+        "lb_conntrack_capacity",
+        "gauge",
+        "Entries the connection table holds at most (global.conntrack_capacity when it was created).",
+        [(vec![], s.active_recount.capacity as f64)],
+    );
+    family(
+        &mut out,
         "lb_backend_up",
         "gauge",
         "1 when the backend's health checks pass (always 1 without checks).",

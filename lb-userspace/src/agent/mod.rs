@@ -64,7 +64,7 @@ pub async fn run(opts: RunOptions, ready: impl FnOnce(&str)) -> Result<()> {
         .await
         .with_context(|| format!("listening for metrics on {}", global.metrics_listen))?;
 
-    let (dp, adopted) = Dataplane::open_pinned(&global.pin_path, &iface)
+    let (dp, adopted) = Dataplane::open_pinned(&global.pin_path, &iface, Some(global.conntrack_capacity))
         .context("loading the balancer (is this root, with bpffs mounted and BTF?)")?;
     if adopted {
         info!(iface, "adopting the data path a previous agent left running");
@@ -134,7 +134,7 @@ async fn wait_for_signals(handle: &OwnerHandle, cancel: &CancellationToken) -> R
 /// Removes what an agent left pinned for an interface (after a crash, or to
 /// stop forwarding without starting an agent).
 pub fn detach_pinned(pin_path: &Path, iface: &str) -> Result<()> {
-    let (dp, adopted) = Dataplane::open_pinned(pin_path, iface)?;
+    let (dp, adopted) = Dataplane::open_pinned(pin_path, iface, None)?;
     if !adopted {
         anyhow::bail!("nothing pinned for {iface} under {}", pin_path.display());
     }

@@ -148,11 +148,18 @@ pub struct Owner {
     recounts: u64,
     last_recount: Option<ActiveReport>,
     recount_running: bool,
+    /// Entries the connection table was created with (0: unreadable).
+    conntrack_capacity: u32,
 }
 
 impl Owner {
     pub fn new(dp: Dataplane, config: Config, config_path: PathBuf, interface: String, monitor: HealthMonitor) -> Self {
+        let conntrack_capacity = dp.conntrack_capacity().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the connection table's size");
+            0
+        });
         Owner {
+            conntrack_capacity,
             dp,
             config,
             config_path,
@@ -363,6 +370,12 @@ impl Owner {
         next.resolve_for(&self.interface).map_err(|e| ApiError::new(400, e.to_string()))?;
         if next.global.interface.as_deref().is_some_and(|i| i != self.interface) {
             warn!("global.interface changed in the file; it takes effect at the next start");
+        }
+        if next.global.conntrack_capacity != self.config.global.conntrack_capacity {
+            warn!(
+                "global.conntrack_capacity changed in the file; the connection table keeps its size: \
+                 a new size needs `lb detach` and a start (established flows lose their entries)"
+            );
         }
         if next.bgp != self.config.bgp {
             warn!("the [bgp] table changed in the file; it takes effect at the next start");

@@ -89,7 +89,12 @@ fn status() -> Status {
         last_rebuild_ms: 12.34,
         bgp: None,
         hot_spot: Default::default(),
-        active_recount: Default::default(),
+        active_recount: lb::agent::owner::ActiveRecount {
+            recounts: 2,
+            entries: 1234,
+            capacity: 1 << 20,
+            ..Default::default()
+        },
     }
 }
 
@@ -113,7 +118,9 @@ fn human_status_shows_the_agent_check() {
 fn human_status() {
     let text = status_text(&view(), 1_000_000 + 6000 + 75_000);
     println!("{text}");
-    assert!(text.starts_with("lb on eth0 (/etc/lb.toml), up 1h2m, 3 table rebuilds (last 12.3 ms)\n"));
+    assert!(text.starts_with(
+        "lb on eth0 (/etc/lb.toml), up 1h2m, 3 table rebuilds (last 12.3 ms)\nconnection table: 1234 of 1048576 entries\n"
+    ));
     assert!(
         text.contains(
             "\n198.18.100.1:80/tcp  ipip  ring 65537  fingerprint 0011223344556677  1234 packets  check http\n"

@@ -44,6 +44,8 @@ pub struct Global {
     /// New flows each CPU records in the connection table per second (the
     /// flood guard); 0: no limit.
     pub new_flow_limit: u32,
+    /// Entries of the connection table, fixed when the agent creates it.
+    pub conntrack_capacity: u32,
     /// The attach interface's MAC, read at start (not a file key): the
     /// program forwards only frames addressed to it.
     pub interface_mac: Option<Mac>,
@@ -66,6 +68,10 @@ pub const IDLE_TIMEOUT_S_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
 /// Default of `global.new_flow_limit`: far above what a CPU accepts in
 /// legitimate new connections, far below what a SYN flood brings.
 pub const DEFAULT_NEW_FLOW_LIMIT: u32 = 250_000;
+
+/// `global.conntrack_capacity`: at least a few entries per CPU's LRU list,
+/// at most 2^24 (about 1.7 GB of kernel memory).
+pub const CONNTRACK_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 1024..=1 << 24;
 
 /// What to do with a packet that encapsulation would make larger than the MTU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -100,6 +106,7 @@ pub(super) struct RawGlobal {
     #[serde(default)]
     too_big: TooBig,
     new_flow_limit: Option<u32>,
+    conntrack_capacity: Option<u32>,
     active_reconcile_ms: Option<u64>,
     tcp_idle_timeout_s: Option<u32>,
     udp_idle_timeout_s: Option<u32>,
@@ -136,35 +143,30 @@ pub(super) fn validate(g: RawGlobal) -> Result<Global, ConfigError> {
         mtu: g.mtu,
         too_big: g.too_big,
         new_flow_limit: g.new_flow_limit.unwrap_or(DEFAULT_NEW_FLOW_LIMIT),
+        conntrack_capacity: g.conntrack_capacity.unwrap_or(lb_common::CONNTRACK_CAPACITY),
         interface_mac: None,
         active_reconcile_ms: g.active_reconcile_ms.unwrap_or(DEFAULT_ACTIVE_RECONCILE_MS),
         tcp_idle_timeout_s: g.tcp_idle_timeout_s.unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT_S),
         udp_idle_timeout_s: g.udp_idle_timeout_s.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT_S),
     };
-    if !ACTIVE_RECONCILE_MS_RANGE.contains(&global.active_reconcile_ms) {
-        return Err(invalid(
-            "global.active_reconcile_ms",
-            format!(
-                "{} must be from {} to {}",
-                global.active_reconcile_ms,
-                ACTIVE_RECONCILE_MS_RANGE.start(),
-                ACTIVE_RECONCILE_MS_RANGE.end()
-            ),
-        ));
-    }
-    for (key, v) in [
-        ("global.tcp_idle_timeout_s", global.tcp_idle_timeout_s),
-        ("global.udp_idle_timeout_s", global.udp_idle_timeout_s),
-    ] {
-        if !IDLE_TIMEOUT_S_RANGE.contains(&v) {
-            return Err(invalid(
-                key,
-                format!("{v} must be from {} to {}", IDLE_TIMEOUT_S_RANGE.start(), IDLE_TIMEOUT_S_RANGE.end()),
-            ));
-        }
-    }
-    if let Some(mtu) = global.mtu.filter(|m| !MTU_RANGE.contains(m)) {
-        return Err(invalid("global.mtu", format!("{mtu} must be from {} to {}", MTU_RANGE.start(), MTU_RANGE.end())));
+    in_range("global.active_reconcile_ms", global.active_reconcile_ms, &ACTIVE_RECONCILE_MS_RANGE)?;
+    in_range("global.tcp_idle_timeout_s", global.tcp_idle_timeout_s, &IDLE_TIMEOUT_S_RANGE)?;
+    in_range("global.udp_idle_timeout_s", global.udp_idle_timeout_s, &IDLE_TIMEOUT_S_RANGE)?;
+    in_range("global.conntrack_capacity", global.conntrack_capacity, &CONNTRACK_CAPACITY_RANGE)?;
+    if let Some(mtu) = global.mtu {
+        in_range("global.mtu", mtu, &MTU_RANGE)?;
     }
     Ok(global)
+}
+
+/// An error naming `key` unless `v` lies in `range`.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    v: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&v) {
+        return Ok(());
+    }
+    Err(invalid(key, format!("{v} must be from {} to {}", range.start(), range.end())))
 }

@@ -261,3 +261,16 @@ fn least_connections_is_bounded_and_counting_keys_have_defaults() {
         assert!(e.starts_with(key), "{bad}: {e}");
     }
 }
+
+#[test]
+fn conntrack_capacity_has_a_default_and_a_range() {
+    let c = Config::from_toml_str(GOOD).unwrap();
+    assert_eq!(c.global.conntrack_capacity, lb_common::CONNTRACK_CAPACITY);
+    let small = GOOD.replace("[global]\n", "[global]\nconntrack_capacity = 65536\n");
+    assert_eq!(Config::from_toml_str(&small).unwrap().global.conntrack_capacity, 65536);
+    for bad in ["conntrack_capacity = 1023", "conntrack_capacity = 16777217"] {
+        let e = err(&GOOD.replace("[global]\n", &format!("[global]\n{bad}\n")));
+        assert!(e.starts_with("global.conntrack_capacity: "), "{bad}: {e}");
+        assert!(e.contains("must be from 1024 to 16777216"), "{e}");
+    }
+}

@@ -144,6 +144,11 @@ impl Dataplane {
         Ok(ActiveReport { entries: counted.entries, active: total, took: counted.started.elapsed() })
     }
 
+    /// Entries the connection table was created with.
+    pub fn conntrack_capacity(&self) -> Result<u32> {
+        Ok(self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries())
+    }
+
     fn conntrack_data(&self) -> Result<&MapData> {
         match self.ebpf.map(maps::CONNTRACK) {
             Some(Map::LruHashMap(data) | Map::HashMap(data)) => Ok(data),

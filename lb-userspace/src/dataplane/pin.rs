@@ -41,6 +41,12 @@ pub enum PinError {
     OtherLayout { path: String, found: String },
     #[error("pinned map {path} does not have the layout this lb expects ({detail}); refusing to adopt it")]
     Mismatch { path: String, detail: String },
+    #[error(
+        "the pinned connection table {path} has {found} entries and global.conntrack_capacity asks for {wanted}: \
+         a table cannot be resized while it forwards; set conntrack_capacity = {found}, or run `lb detach --iface` \
+         for the interface first (established flows then lose their entries)"
+    )]
+    Capacity { path: String, found: u32, wanted: u32 },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: String, source: std::io::Error },
     #[error("pinned link {path}: {detail}")]
@@ -96,12 +102,15 @@ pub fn pin_dir(base: &Path, iface: &str) -> PathBuf {
 impl Dataplane {
     /// Loads the balancer with its maps pinned under `base`, adopting maps
     /// (and, at `attach_pinned`, the link) that a previous agent left.
+    /// `conntrack_capacity`: the connection table's entries when it is
+    /// created, and what a pinned one must have (None: whatever it has).
     /// Returns whether there was state to adopt.
-    pub fn open_pinned(base: &Path, iface: &str) -> Result<(Dataplane, bool)> {
+    pub fn open_pinned(base: &Path, iface: &str, conntrack_capacity: Option<u32>) -> Result<(Dataplane, bool)> {
         require_bpffs(base)?;
         refuse_other_layouts(base, iface)?;
         let dir = pin_dir(base, iface);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let mut capacity = conntrack_capacity.unwrap_or(CONNTRACK_CAPACITY);
         for (name, key, value, max) in PINNED_MAPS {
             let path = dir.join(name);
             if !path.exists() {
@@ -109,6 +118,17 @@ impl Dataplane {
             }
             let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
             let found = (info.key_size() as usize, info.value_size() as usize, info.max_entries());
+            if name == maps::CONNTRACK && (found.0, found.1) == (key, value) {
+                match conntrack_capacity {
+                    Some(wanted) if wanted != found.2 => {
+                        return Err(
+                            PinError::Capacity { path: path.display().to_string(), found: found.2, wanted }.into()
+                        );
+                    }
+                    _ => capacity = found.2,
+                }
+                continue;
+            }
             if found != (key, value, max) {
                 return Err(PinError::Mismatch {
                     path: path.display().to_string(),
@@ -118,6 +138,7 @@ impl Dataplane {
             }
         }
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::CONNTRACK, capacity);
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (m.0, dir.join(m.0))).collect();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());

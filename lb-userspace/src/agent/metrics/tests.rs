@@ -95,7 +95,7 @@ fn status() -> Status {
         last_rebuild_ms: 12.5,
         bgp: None,
         hot_spot: Default::default(),
-        active_recount: Default::default(),
+        active_recount: crate::agent::owner::ActiveRecount { capacity: 1 << 20, ..Default::default() },
     }
 }
 
@@ -127,6 +127,7 @@ fn exact_lines() {
         "lb_uptime_seconds 3600",
         r#"lb_backend_active_connections{vip="198.18.100.1:80/tcp",backend="198.18.0.11"} 3"#,
         "lb_conntrack_entries 0",
+        "lb_conntrack_capacity 1048576",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }

@@ -50,6 +50,9 @@ pub struct ActiveRecount {
     pub recounts: u64,
     /// Connection-table entries the last recount read.
     pub entries: u64,
+    /// Entries the connection table holds at most (`global.conntrack_capacity`
+    /// when it was created).
+    pub capacity: u32,
     /// Active flows it found, over all backends.
     pub active: u64,
     /// How long it took (the walk and the counter writes).
@@ -200,6 +203,7 @@ impl Owner {
             active_recount: ActiveRecount {
                 recounts: self.recounts,
                 entries: self.last_recount.map_or(0, |r| r.entries),
+                capacity: self.conntrack_capacity,
                 active: self.last_recount.map_or(0, |r| r.active),
                 took_ms: self.last_recount.map_or(0.0, |r| r.took.as_secs_f64() * 1e3),
             },
