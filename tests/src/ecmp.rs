@@ -61,6 +61,11 @@ pub struct EcmpOptions {
     pub ring_size: u32,
     /// `bgp.withdraw_grace_ms` of every instance.
     pub withdraw_grace_ms: u64,
+    /// BFD declares a silent neighbour dead after this many 100 ms
+    /// intervals: 3 notices a cut link within 300 ms; more rides out
+    /// longer stalls of a loaded machine (a stall longer than that takes
+    /// every BGP session down at once).
+    pub bfd_multiplier: u32,
     /// The VIP: [`VIP_V4`] or an IPv6 address in [`VIP_NET_V6`] (IPv6
     /// sessions, routes and tunnels, see the module docs).
     pub vip: IpAddr,
@@ -69,7 +74,15 @@ pub struct EcmpOptions {
 
 impl Default for EcmpOptions {
     fn default() -> Self {
-        EcmpOptions { instances: 3, backends: 3, ring_size: 251, withdraw_grace_ms: 300, vip: VIP_V4.into(), lb_bin: None }
+        EcmpOptions {
+            instances: 3,
+            backends: 3,
+            ring_size: 251,
+            withdraw_grace_ms: 300,
+            bfd_multiplier: 3,
+            vip: VIP_V4.into(),
+            lb_bin: None,
+        }
     }
 }
 
@@ -329,7 +342,14 @@ impl Ecmp {
 
         let peers: Vec<(String, IpAddr)> =
             (0..self.instances.len()).map(|k| (self.instances[k].name.clone(), self.hop(k))).collect();
-        let conf = birdconf::router(ROUTER_LB_SIDE, self.router_lb_side(), "eth0", self.vip_net(), &peers);
+        let conf = birdconf::router(
+            ROUTER_LB_SIDE,
+            self.router_lb_side(),
+            "eth0",
+            self.opts.bfd_multiplier,
+            self.vip_net(),
+            &peers,
+        );
         self.router_bird = Some(self.start_bird(&router, "router", &conf)?);
         for k in 0..self.instances.len() {
             self.start_instance(k)?;

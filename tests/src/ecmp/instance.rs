@@ -55,7 +55,7 @@ impl Ecmp {
         let ns = self.instances[k].ns.clone();
         if self.instances[k].bird.is_none() {
             let (id, local, router) = (self.instances[k].v4, self.hop(k), self.router_lb_side());
-            let conf = birdconf::instance(id, local, LB_IFACE, router, &self.include_file(k));
+            let conf = birdconf::instance(id, local, LB_IFACE, self.opts.bfd_multiplier, router, &self.include_file(k));
             self.instances[k].bird = Some(self.start_bird(&ns, &name, &conf)?);
         }
         let config = self.dir.join(format!("{name}.toml"));
@@ -128,5 +128,4 @@ impl Ecmp {
         full.extend_from_slice(args);
         run(path_str(&self.birdc)?, &full)
     }
-
 }
