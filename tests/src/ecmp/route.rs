@@ -9,12 +9,6 @@ use anyhow::{Context, Result, bail};
 use super::{Ecmp, VIP_PORT};
 use crate::netns::{abort_requested, ip_in};
 
-/// BIRD replaces an IPv6 kernel route by deleting it and adding the new one
-/// (it does not trust the kernel's replace for IPv6), so the router has no
-/// route to the VIP for a moment at every change. What reads the route
-/// skips such a moment, for at most this long.
-const ROUTE_GAP: Duration = Duration::from_secs(1);
-
 impl Ecmp {
     /// `ip route show` of the VIP's host route on the router (`-4`, `-6`:
     /// without a family, `ip route show` lists IPv4 routes only).
@@ -39,13 +33,11 @@ impl Ecmp {
         self.show_vip_route().unwrap_or_else(|e| format!("{e:#}"))
     }
 
-    /// Polls the route every 5 ms until `done(next hops)`; returns when. A
-    /// missing route is never what is awaited (see [`ROUTE_GAP`]).
+    /// Polls the route every 5 ms until `done(next hops)`; returns when.
     pub fn wait_route(&self, timeout: Duration, done: impl Fn(&[IpAddr]) -> bool) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         loop {
-            let hops = self.nexthops()?;
-            if !hops.is_empty() && done(&hops) {
+            if done(&self.nexthops()?) {
                 return Ok(Instant::now());
             }
             if Instant::now() > deadline || abort_requested() {
@@ -67,16 +59,7 @@ impl Ecmp {
             (self.vip().to_string(), self.client_addr().to_string(), sport.to_string(), VIP_PORT.to_string());
         let args =
             ["route", "get", &vip, "from", &client, "iif", "eth1", "ipproto", "tcp", "sport", &sport, "dport", &dport];
-        let gap_ends = Instant::now() + ROUTE_GAP;
-        let out = loop {
-            match ip_in(&self.router_ns, &args) {
-                Ok(out) => break out,
-                Err(_) if Instant::now() < gap_ends && self.nexthops()?.is_empty() => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let out = ip_in(&self.router_ns, &args)?;
         let words: Vec<&str> = out.split_whitespace().collect();
         let via: IpAddr = words
             .windows(2)
