@@ -79,3 +79,37 @@ pub fn instance(
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_channels_follow_the_vip_family() {
+        let id = Ipv4Addr::new(198, 18, 0, 254);
+        let peers = [("lb1".to_string(), "2001:db8::2".parse().unwrap())];
+        let r = router(id, "2001:db8::fe".parse().unwrap(), "eth0", 10, "2001:db8:100::/64", &peers);
+        assert!(r.starts_with("router id 198.18.0.254;"), "{r}");
+        assert!(r.contains("  ipv6 { import none; export all; };\n  merge paths on;"), "{r}");
+        assert!(r.contains("local 2001:db8::fe as 65000;"), "{r}");
+        assert!(r.contains("ipv6 { import where net ~ [ 2001:db8:100::/64{128,128} ]; export none; };"), "{r}");
+        assert!(r.contains("protocol bgp lb1 from lb_instance { neighbor 2001:db8::2 as 65001; }"), "{r}");
+        assert!(r.contains("multiplier 10;") && !r.contains("ipv4"), "{r}");
+
+        let lb = instance(
+            Ipv4Addr::new(198, 18, 0, 2),
+            "2001:db8::2".parse().unwrap(),
+            "lb0",
+            10,
+            "2001:db8::fe".parse().unwrap(),
+            Path::new("/t/lb1-vips.conf"),
+        );
+        assert!(lb.contains("include \"/t/lb1-vips*.conf\";"), "{lb}");
+        assert!(lb.contains("local 2001:db8::2 as 65001;\n  neighbor 2001:db8::fe as 65000;"), "{lb}");
+        assert!(lb.contains("ipv6 { import none; export where proto = \"lb_vips6\"; next hop self; };"), "{lb}");
+
+        let v4 = instance(id, id.into(), "lb0", 3, Ipv4Addr::new(198, 18, 0, 1).into(), Path::new("/t/x.conf"));
+        assert!(v4.contains("ipv4 { import none; export where proto = \"lb_vips4\"; next hop self; };"), "{v4}");
+        assert!(v4.contains("multiplier 3;") && !v4.contains("ipv6"), "{v4}");
+    }
+}
