@@ -8,16 +8,25 @@
 //!   lb1 198.18.0.2  lb2 .3  lb3 .4  (lb run + BIRD)      backend1 .11  backend2 .12 ...
 //! ```
 //!
+//! With an IPv6 VIP (`EcmpOptions::vip`) the hosts also get IPv6 addresses
+//! (client 2001:db8:1::1, router 2001:db8:1::fe and 2001:db8::fe, instances
+//! 2001:db8::2.., backends 2001:db8::11..), the BGP sessions are IPv6 ones,
+//! and the instances encapsulate IPv6 in IPv6; IPv4 stays for BIRD's router
+//! ids. With an IPv4 VIP, IPv6 is off in every namespace.
+//!
 //! The client reaches the VIP only through the router. Each instance
 //! encapsulates toward the backends with the router as next hop; backends
 //! (`lb decap`, VIP on lo) answer the client directly through the router.
 //! Everything is removed on drop, also while a test panics.
 
+mod addrs;
 pub mod birdconf;
 pub mod flows;
+mod instance;
+mod route;
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,18 +34,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::netns::{
-    self, ChildGuard, CmdOutput, Netns, XdpLink, abort_requested, attach_xdp_pass, disable_tx_csum, ip_in, run,
+    self, ChildGuard, Netns, XdpLink, abort_requested, attach_xdp_pass, disable_tx_csum, ip_in, run,
     sweep_stale_namespaces, sysctls,
 };
 use crate::topology::{
-    CLIENT_MTU, LB_IFACE, READY_TIMEOUT, VIP_NET_V4, VIP_V4, default_lb_bin, mount_bpffs, remove_topology_dir,
-    sweep_stale_dirs, warn_if_stale,
+    CLIENT_MTU, LB_IFACE, READY_TIMEOUT, VIP_NET_V4, VIP_NET_V6, VIP_V4, default_lb_bin, mount_bpffs,
+    remove_topology_dir, sweep_stale_dirs, warn_if_stale,
 };
 use crate::traffic::Servers;
 
 pub const ROUTER_LB_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const ROUTER_LB_SIDE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe);
+pub const ROUTER_CLIENT_SIDE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xfe);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 /// Port of the VIP (HTTP on every backend).
 pub const VIP_PORT: u16 = 80;
 
@@ -50,12 +62,28 @@ pub struct EcmpOptions {
     pub ring_size: u32,
     /// `bgp.withdraw_grace_ms` of every instance.
     pub withdraw_grace_ms: u64,
+    /// BFD declares a silent neighbour dead after this many 100 ms
+    /// intervals: 3 notices a cut link within 300 ms; more rides out
+    /// longer stalls of a loaded machine (a stall longer than that takes
+    /// every BGP session down at once).
+    pub bfd_multiplier: u32,
+    /// The VIP: [`VIP_V4`] or an IPv6 address in [`VIP_NET_V6`] (IPv6
+    /// sessions, routes and tunnels, see the module docs).
+    pub vip: IpAddr,
     pub lb_bin: Option<PathBuf>,
 }
 
 impl Default for EcmpOptions {
     fn default() -> Self {
-        EcmpOptions { instances: 3, backends: 3, ring_size: 251, withdraw_grace_ms: 300, lb_bin: None }
+        EcmpOptions {
+            instances: 3,
+            backends: 3,
+            ring_size: 251,
+            withdraw_grace_ms: 300,
+            bfd_multiplier: 3,
+            vip: VIP_V4.into(),
+            lb_bin: None,
+        }
     }
 }
 
@@ -64,6 +92,8 @@ pub struct Instance {
     pub name: String,
     pub ns: String,
     pub v4: Ipv4Addr,
+    /// Its IPv6 address (used with an IPv6 VIP only).
+    pub v6: Ipv6Addr,
     /// Its port on the bridge (cut to simulate a failed host).
     pub port: String,
     bird: Option<ChildGuard>,
@@ -84,6 +114,7 @@ pub struct Backend {
     pub name: String,
     pub ns: String,
     pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
 }
 
 static BUILT: AtomicUsize = AtomicUsize::new(0);
@@ -113,6 +144,11 @@ fn mac(host: u8) -> String {
     format!("02:00:00:01:{host:02x}:01")
 }
 
+/// 2001:db8::`last`, written like the IPv4 address (198.18.0.`last`).
+fn lb_side_v6(last: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(last))
+}
+
 impl Ecmp {
     /// Builds the network, starts the backends, the router's BIRD and every
     /// instance (BIRD, then `lb run`), and waits until the router has a
@@ -123,6 +159,12 @@ impl Ecmp {
         }
         if !(2..=3).contains(&opts.instances) || !(1..=9).contains(&opts.backends) {
             bail!("instances must be 2..=3 and backends 1..=9");
+        }
+        let in_v6_net = |v: Ipv6Addr| v.segments()[..4] == [0x2001, 0xdb8, 0x100, 0];
+        match opts.vip {
+            IpAddr::V4(v) if v != VIP_V4 => bail!("the IPv4 VIP must be {VIP_V4} (the client routes {VIP_NET_V4})"),
+            IpAddr::V6(v) if !in_v6_net(v) => bail!("IPv6 VIP {v} is not in {VIP_NET_V6}"),
+            _ => {}
         }
         let lb_bin = opts.lb_bin.clone().unwrap_or_else(default_lb_bin);
         if !lb_bin.is_file() {
@@ -145,6 +187,7 @@ impl Ecmp {
                 name: format!("lb{i}"),
                 ns: format!("{prefix}lb{i}"),
                 v4: Ipv4Addr::new(198, 18, 0, 1 + i),
+                v6: lb_side_v6(1 + i),
                 port: format!("s-lb{i}"),
                 bird: None,
                 lb: None,
@@ -157,6 +200,7 @@ impl Ecmp {
                 name: format!("backend{i}"),
                 ns: format!("{prefix}backend{i}"),
                 v4: Ipv4Addr::new(198, 18, 0, 10 + i),
+                v6: lb_side_v6(0x10 + i),
             })
             .collect();
         let mut e = Ecmp {
@@ -190,17 +234,24 @@ impl Ecmp {
         let mut all = vec![sw.clone(), client.clone(), router.clone()];
         all.extend(self.instances.iter().map(|i| i.ns.clone()));
         all.extend(self.backends.iter().map(|b| b.ns.clone()));
+        let v6 = self.is_v6();
         for ns in &all {
             self.namespaces.push(Netns::create(ns)?);
-            sysctls(
-                ns,
-                &[
-                    ("net.ipv6.conf.all.disable_ipv6", "1"),
-                    ("net.ipv6.conf.default.disable_ipv6", "1"),
-                    ("net.ipv4.conf.all.rp_filter", "0"),
-                    ("net.ipv4.conf.default.rp_filter", "0"),
-                ],
-            )?;
+            let mut settings = vec![("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")];
+            // Set before any interface exists, so that every one inherits it.
+            if v6 && *ns != sw {
+                // No duplicate address detection (addresses usable at
+                // once) and no router adverts (only our routes).
+                settings.extend([
+                    ("net.ipv6.conf.all.accept_dad", "0"),
+                    ("net.ipv6.conf.default.accept_dad", "0"),
+                    ("net.ipv6.conf.all.accept_ra", "0"),
+                    ("net.ipv6.conf.default.accept_ra", "0"),
+                ]);
+            } else {
+                settings.extend([("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")]);
+            }
+            sysctls(ns, &settings)?;
         }
         ip_in(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0"])?;
         ip_in(&sw, &["link", "set", "br0", "up"])?;
@@ -210,13 +261,18 @@ impl Ecmp {
         ip_in(&router, &["addr", "add", &format!("{ROUTER_CLIENT_SIDE}/24"), "dev", "eth1"])?;
         ip_in(&router, &["link", "set", "eth1", "up"])?;
         ip_in(&client, &["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"])?;
+        if v6 {
+            ip_in(&router, &["addr", "add", &format!("{ROUTER_CLIENT_SIDE_V6}/64"), "dev", "eth1", "nodad"])?;
+            ip_in(&client, &["addr", "add", &format!("{CLIENT_V6}/64"), "dev", "eth0", "nodad"])?;
+        }
+        // Room for the 20 (IPv4) or 40 (IPv6) bytes of IP-in-IP.
         ip_in(&client, &["link", "set", "eth0", "mtu", &CLIENT_MTU.to_string(), "up"])?;
-        ip_in(&client, &["route", "add", VIP_NET_V4, "via", &ROUTER_CLIENT_SIDE.to_string()])?;
+        ip_in(&client, &["route", "add", self.vip_net(), "via", &self.router_client_side().to_string()])?;
         disable_tx_csum(&client, "eth0").context("tx checksum offload off on the client")?;
 
         // Router, instances and backends on the bridge.
         let router_mac = self.router_mac.clone();
-        self.attach(&router, "eth0", "s-router", &router_mac, ROUTER_LB_SIDE)?;
+        self.attach(&router, "eth0", "s-router", &router_mac, ROUTER_LB_SIDE, ROUTER_LB_SIDE_V6)?;
         sysctls(
             &router,
             &[
@@ -235,17 +291,34 @@ impl Ecmp {
                 ("net/ipv4/conf/eth0/send_redirects", "0"),
             ],
         )?;
+        if v6 {
+            // The same hashing for IPv6 (the fields have the same bits;
+            // the flow label, which TCP also changes, is left out).
+            sysctls(
+                &router,
+                &[
+                    ("net.ipv6.conf.all.forwarding", "1"),
+                    ("net.ipv6.fib_multipath_hash_policy", "3"),
+                    ("net.ipv6.fib_multipath_hash_fields", "0x0037"),
+                ],
+            )?;
+        }
         for (k, inst) in self.instances.iter().enumerate() {
-            let (ns, port, v4) = (inst.ns.clone(), inst.port.clone(), inst.v4);
-            self.attach(&ns, LB_IFACE, &port, &mac(0x02 + k as u8), v4)?;
+            let (ns, port) = (inst.ns.clone(), inst.port.clone());
+            self.attach(&ns, LB_IFACE, &port, &mac(0x02 + k as u8), inst.v4, inst.v6)?;
             // The bridge side receives lb0's XDP_TX frames.
             self.xdp_links.push(attach_xdp_pass(&sw, &port).with_context(|| format!("XDP_PASS on {port}"))?);
         }
         for (k, b) in self.backends.iter().enumerate() {
-            let (ns, v4) = (b.ns.clone(), b.v4);
-            self.attach(&ns, "eth0", &format!("s-be{}", k + 1), &mac(0x11 + k as u8), v4)?;
-            ip_in(&ns, &["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
+            let ns = b.ns.clone();
+            self.attach(&ns, "eth0", &format!("s-be{}", k + 1), &mac(0x11 + k as u8), b.v4, b.v6)?;
             ip_in(&ns, &["route", "add", "default", "via", &ROUTER_LB_SIDE.to_string()])?;
+            if v6 {
+                ip_in(&ns, &["addr", "add", &format!("{}/128", self.vip()), "dev", "lo", "nodad"])?;
+                ip_in(&ns, &["-6", "route", "add", "default", "via", &ROUTER_LB_SIDE_V6.to_string()])?;
+            } else {
+                ip_in(&ns, &["addr", "add", &format!("{}/32", self.vip()), "dev", "lo"])?;
+            }
             sysctls(
                 &ns,
                 &[
@@ -264,12 +337,20 @@ impl Ecmp {
             d.wait_for_line("ready", READY_TIMEOUT)?;
         }
         for b in &self.backends {
-            let servers = Servers::start(&b.ns, &b.name, &[SocketAddr::new(VIP_V4.into(), VIP_PORT)], &[])?;
+            let servers = Servers::start(&b.ns, &b.name, &[SocketAddr::new(self.vip(), VIP_PORT)], &[])?;
             self.servers.push(servers);
         }
 
-        let peers: Vec<(String, Ipv4Addr)> = self.instances.iter().map(|i| (i.name.clone(), i.v4)).collect();
-        let conf = birdconf::router(ROUTER_LB_SIDE, "eth0", VIP_NET_V4, &peers);
+        let peers: Vec<(String, IpAddr)> =
+            (0..self.instances.len()).map(|k| (self.instances[k].name.clone(), self.hop(k))).collect();
+        let conf = birdconf::router(
+            ROUTER_LB_SIDE,
+            self.router_lb_side(),
+            "eth0",
+            self.opts.bfd_multiplier,
+            self.vip_net(),
+            &peers,
+        );
         self.router_bird = Some(self.start_bird(&router, "router", &conf)?);
         for k in 0..self.instances.len() {
             self.start_instance(k)?;
@@ -282,8 +363,8 @@ impl Ecmp {
     }
 
     /// Connects `ns` to the bridge through a veth (`ifname` inside, `port` on
-    /// the bridge) with `addr`/24.
-    fn attach(&self, ns: &str, ifname: &str, port: &str, mac: &str, addr: Ipv4Addr) -> Result<()> {
+    /// the bridge) with `v4`/24 and, with an IPv6 VIP, `v6`/64.
+    fn attach(&self, ns: &str, ifname: &str, port: &str, mac: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<()> {
         let sw = &self.switch_ns;
         ip_in(sw, &["link", "add", port, "type", "veth", "peer", "name", ifname, "address", mac, "netns", ns])?;
         ip_in(sw, &["link", "set", port, "master", "br0", "up"])?;
@@ -294,7 +375,10 @@ impl Ecmp {
         // their XDP program would forward it.
         run("bridge", &["-n", sw, "link", "set", "dev", port, "learning", "off", "flood", "off"])?;
         run("bridge", &["-n", sw, "fdb", "add", mac, "dev", port, "master", "static"])?;
-        ip_in(ns, &["addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+        ip_in(ns, &["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
+        if self.is_v6() {
+            ip_in(ns, &["addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"])?;
+        }
         ip_in(ns, &["link", "set", ifname, "up"])?;
         Ok(())
     }
@@ -320,176 +404,6 @@ impl Ecmp {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    pub fn bird_socket(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("bird-{name}.ctl"))
-    }
-
-    /// The agent's include file of instance `k`.
-    pub fn include_file(&self, k: usize) -> PathBuf {
-        self.dir.join(format!("{}-vips.conf", self.instances[k].name))
-    }
-
-    pub fn control_socket(&self, k: usize) -> PathBuf {
-        self.dir.join(format!("{}.sock", self.instances[k].name))
-    }
-
-    /// The `lb run` configuration of instance `k`: identical VIP tables on
-    /// every instance, host-specific `[global]` and `[bgp]`.
-    pub fn lb_config(&self, k: usize) -> String {
-        let inst = &self.instances[k];
-        let mut s = String::new();
-        let _ = writeln!(s, "[global]\ninterface = \"{LB_IFACE}\"\nforwarding = \"ipip\"");
-        let _ = writeln!(s, "nexthop_mac = \"{}\"\ntunnel_source_v4 = \"{}\"", self.router_mac, inst.v4);
-        let _ = writeln!(s, "pin_path = \"{}\"", self.dir.join("bpffs").join(&inst.name).display());
-        let _ = writeln!(s, "control_socket = \"{}\"", self.control_socket(k).display());
-        let _ = writeln!(s, "\n[bgp]\nbird_socket = \"{}\"", self.bird_socket(&inst.name).display());
-        let _ = writeln!(s, "config_file = \"{}\"", self.include_file(k).display());
-        let _ = writeln!(s, "withdraw_grace_ms = {}", self.opts.withdraw_grace_ms);
-        let _ = writeln!(s, "\n[[vip]]\naddress = \"{VIP_V4}\"\nport = {VIP_PORT}\nprotocol = \"tcp\"");
-        let _ = writeln!(s, "ring_size = {}", self.opts.ring_size);
-        let all: Vec<usize> = (0..self.backends.len()).collect();
-        for i in inst.backends.as_ref().unwrap_or(&all) {
-            let _ = writeln!(s, "  [[vip.backend]]\n  address = \"{}\"", self.backends[*i].v4);
-        }
-        s
-    }
-
-    /// Starts BIRD (unless running) and `lb run` on instance `k`.
-    pub fn start_instance(&mut self, k: usize) -> Result<()> {
-        let name = self.instances[k].name.clone();
-        let ns = self.instances[k].ns.clone();
-        if self.instances[k].bird.is_none() {
-            let conf = birdconf::instance(self.instances[k].v4, LB_IFACE, ROUTER_LB_SIDE, &self.include_file(k));
-            self.instances[k].bird = Some(self.start_bird(&ns, &name, &conf)?);
-        }
-        let config = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&config, self.lb_config(k)).with_context(|| format!("write {}", config.display()))?;
-        self.instances[k].runs += 1;
-        let log = self.dir.join(format!("lb-{name}-{}.log", self.instances[k].runs));
-        let args = ["run", "--config", path_str(&config)?, "--detach-on-exit"];
-        let mut child = ChildGuard::spawn_in(&ns, &format!("lb run ({name})"), &self.lb_bin, &args, &log)?;
-        child.wait_for_line("ready", READY_TIMEOUT)?;
-        self.instances[k].lb = Some(child);
-        Ok(())
-    }
-
-    /// Gives instance `k` another backend set (indices) and reloads it: its
-    /// table then differs from the others' (a file not rolled out everywhere).
-    pub fn reload_with_backends(&mut self, k: usize, backends: &[usize]) -> Result<()> {
-        self.instances[k].backends = Some(backends.to_vec());
-        let config = self.dir.join(format!("{}.toml", self.instances[k].name));
-        std::fs::write(&config, self.lb_config(k)).with_context(|| format!("write {}", config.display()))?;
-        self.lb_cli(k, &["reload"]).map(|_| ())
-    }
-
-    /// SIGTERM to `lb run` of instance `k` (it withdraws, waits the grace,
-    /// detaches); returns its exit status.
-    pub fn stop_lb(&mut self, k: usize, grace: Duration) -> Result<std::process::ExitStatus> {
-        let mut child = self.instances[k].lb.take().context("no lb run")?;
-        child.stop(grace).context("lb run: exit status unknown")
-    }
-
-    /// A host dying: `lb run` SIGKILLed, its program detached (as the
-    /// host's reboot would), BIRD SIGKILLed.
-    pub fn kill_host(&mut self, k: usize) -> Result<()> {
-        let inst = &mut self.instances[k];
-        inst.lb.take().context("no lb run")?.kill();
-        let pins = self.dir.join("bpffs").join(&inst.name);
-        let args = ["detach", "--iface", LB_IFACE, "--pin-path", path_str(&pins)?];
-        netns::exec_in(&inst.ns, path_str(&self.lb_bin)?, &args)?;
-        inst.bird.take().context("no BIRD")?.kill();
-        Ok(())
-    }
-
-    /// `lb --socket S ARGS...` on instance `k`, whatever its exit code.
-    pub fn lb_cli_status(&self, k: usize, args: &[&str]) -> Result<CmdOutput> {
-        let sock = self.control_socket(k);
-        let mut full = vec!["--socket", path_str(&sock)?];
-        full.extend_from_slice(args);
-        netns::exec_in_status(&self.instances[k].ns, path_str(&self.lb_bin)?, &full)
-    }
-
-    /// `lb ARGS...` on instance `k`, which must succeed; its stdout.
-    pub fn lb_cli(&self, k: usize, args: &[&str]) -> Result<String> {
-        let out = self.lb_cli_status(k, args)?;
-        if !out.success() {
-            bail!("lb {} on {}: {out}", args.join(" "), self.instances[k].name);
-        }
-        Ok(out.stdout)
-    }
-
-    pub fn status(&self, k: usize) -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&self.lb_cli(k, &["status", "--json"])?)?)
-    }
-
-    /// `birdc -s SOCKET ARGS...` of `router` or an instance.
-    pub fn birdc(&self, name: &str, args: &[&str]) -> Result<String> {
-        self.birdc_at(&self.bird_socket(name), args)
-    }
-
-    fn birdc_at(&self, socket: &Path, args: &[&str]) -> Result<String> {
-        let mut full = vec!["-s", path_str(socket)?];
-        full.extend_from_slice(args);
-        run(path_str(&self.birdc)?, &full)
-    }
-
-    /// The router's kernel route to the VIP: its next hops (instance addresses).
-    pub fn nexthops(&self) -> Result<Vec<Ipv4Addr>> {
-        let out = ip_in(&self.router_ns, &["route", "show", &format!("{VIP_V4}/32")])?;
-        let words: Vec<&str> = out.split_whitespace().collect();
-        let mut hops: Vec<Ipv4Addr> =
-            words.windows(2).filter(|w| w[0] == "via").filter_map(|w| w[1].parse().ok()).collect();
-        hops.sort();
-        Ok(hops)
-    }
-
-    /// The router's route (for messages).
-    pub fn route_text(&self) -> String {
-        ip_in(&self.router_ns, &["route", "show", &format!("{VIP_V4}/32")]).unwrap_or_else(|e| format!("{e:#}"))
-    }
-
-    /// Polls the route every 5 ms until `done(next hops)`; returns when.
-    pub fn wait_route(&self, timeout: Duration, done: impl Fn(&[Ipv4Addr]) -> bool) -> Result<Instant> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done(&self.nexthops()?) {
-                return Ok(Instant::now());
-            }
-            if Instant::now() > deadline || abort_requested() {
-                bail!("the router's route did not change as expected within {timeout:?}: {}", self.route_text());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub fn wait_nexthops(&self, count: usize, timeout: Duration) -> Result<Instant> {
-        self.wait_route(timeout, |h| h.len() == count)
-            .with_context(|| format!("waiting for {count} next hops\n{}", self.logs()))
-    }
-
-    /// The instance the router sends a client flow to (its FIB, with the
-    /// same L4 hash the forwarding path uses).
-    pub fn path_of(&self, sport: u16) -> Result<String> {
-        let (vip, client, sport) = (VIP_V4.to_string(), CLIENT.to_string(), sport.to_string());
-        let args =
-            ["route", "get", &vip, "from", &client, "iif", "eth1", "ipproto", "tcp", "sport", &sport, "dport", "80"];
-        let out = ip_in(&self.router_ns, &args)?;
-        let words: Vec<&str> = out.split_whitespace().collect();
-        let via: Ipv4Addr = words
-            .windows(2)
-            .find(|w| w[0] == "via")
-            .and_then(|w| w[1].parse().ok())
-            .with_context(|| format!("no next hop in {out:?}"))?;
-        let inst = self.instances.iter().find(|i| i.v4 == via).with_context(|| format!("{via} is no instance"))?;
-        Ok(inst.name.clone())
-    }
-
-    /// Cuts (or restores) instance `k`'s link to the router: its bridge port
-    /// goes down, as a dead host or a pulled cable looks to the router.
-    pub fn set_link(&self, k: usize, up: bool) -> Result<()> {
-        ip_in(&self.switch_ns, &["link", "set", &self.instances[k].port, if up { "up" } else { "down" }]).map(|_| ())
     }
 
     pub fn logs(&self) -> String {
