@@ -78,8 +78,9 @@ fn bench_runs_and_reports_every_key() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// `--compare`: lb's own object given again as a second build gets the
-/// same cases measured (every case a number for both builds); a malformed
+/// `--compare`: lb's own object given again as a second build, and lb's
+/// build with a smaller connection table (`--compare-capacity`), get the
+/// same cases measured (every case a number for every build); a malformed
 /// argument is refused naming it.
 #[test]
 fn compare_measures_every_build() {
@@ -97,6 +98,7 @@ fn compare_measures_every_build() {
         .arg(&out)
         .arg("--compare")
         .arg(format!("again={}", obj.display()))
+        .args(["--compare-capacity", "65536"])
         .output()
         .expect("run lb-bench");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -105,7 +107,7 @@ fn compare_measures_every_build() {
     assert!(stdout.contains("builds compared"), "{stdout}");
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     let report: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
-    for build in ["lb", "again"] {
+    for build in ["lb", "again", "ct65536"] {
         for case in ["floor", "tcp_syn", "tcp_ack", "udp", "tcp6_syn", "nonvip", "l2dsr_ack_1024flows"] {
             let key = format!("compare.{build}.{case}");
             assert!(report[&key].is_number(), "{key} = {}", report[&key]);
@@ -117,5 +119,8 @@ fn compare_measures_every_build() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--compare") && err.contains("no-equals-sign"), "{err}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_lb-bench")).args(["--compare-capacity", "lots"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--compare-capacity: \"lots\""));
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -133,6 +133,16 @@ impl Dataplane {
         Self::load_object(crate::objects::BALANCER)
     }
 
+    /// [`Dataplane::load`] with a connection table of `conntrack_capacity`
+    /// entries (`global.conntrack_capacity`; the benchmark compares sizes).
+    pub fn load_sized(conntrack_capacity: u32) -> Result<Dataplane> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::CONNTRACK, conntrack_capacity)
+            .load(crate::objects::BALANCER)?;
+        load_programs(&mut ebpf)?;
+        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None, clock_origin: None }.with_clock_origin())
+    }
+
     /// [`Dataplane::load`] with another build of the balancer object (the
     /// benchmark compares builds side by side).
     pub fn load_object(object: &[u8]) -> Result<Dataplane> {

@@ -21,6 +21,7 @@ use lb_tests::topology::default_lb_bin;
 const USAGE: &str = "\
 Usage: lb-bench [--quick] [--lb-bin PATH] [--only PARTS] [--out DIR]
                 [--rounds N] [--prog-runs N] [--compare NAME=OBJ,...]
+                [--compare-capacity N,...]
 
 Measures lb (needs root; builds its own namespaces and veths from
 198.18.0.0/15 and removes them again):
@@ -46,6 +47,10 @@ Options:
                    balancer object (e.g. a copy of target/ebpf/.../lb-balancer
                    before a change) and on lb's own (\"lb\"), rounds
                    interleaved; writes compare.<NAME>.<case>
+  --compare-capacity N,...
+                   the same, with lb's own build loaded with a connection
+                   table of N entries (global.conntrack_capacity) as build
+                   \"ct<N>\", next to the default size
   -h, --help       this text
 ";
 
@@ -57,6 +62,8 @@ struct Args {
     only: Vec<String>,
     out: PathBuf,
     compare: Vec<(String, PathBuf)>,
+    /// Connection-table sizes to compare lb's own build at.
+    capacities: Vec<u32>,
 }
 
 fn default_out() -> PathBuf {
@@ -71,6 +78,7 @@ fn parse_args() -> Result<Option<Args>> {
     let mut quick = false;
     let (mut lb_bin, mut only, mut out, mut rounds, mut prog_runs) = (None, None, None, None, None);
     let mut compare = Vec::new();
+    let mut capacities = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -104,6 +112,11 @@ fn parse_args() -> Result<Option<Args>> {
                     compare.push((name.to_string(), PathBuf::from(path)));
                 }
             }
+            "--compare-capacity" => {
+                for n in value("--compare-capacity")?.split(',') {
+                    capacities.push(n.trim().parse::<u32>().with_context(|| format!("--compare-capacity: {n:?}"))?);
+                }
+            }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
@@ -120,6 +133,7 @@ fn parse_args() -> Result<Option<Args>> {
         only: only.unwrap_or_else(|| PARTS.iter().map(|s| s.to_string()).collect()),
         out: out.unwrap_or_else(default_out),
         compare,
+        capacities,
     }))
 }
 
@@ -174,7 +188,7 @@ fn run(args: Args) -> Result<()> {
     let skipped = "not run (--only)";
 
     // One data path for prog, the table swap and veth: 5 VIPs x 100 backends.
-    if !args.compare.is_empty() {
+    if !args.compare.is_empty() || !args.capacities.is_empty() {
         return compare(&args, &mut r, &json_path);
     }
 
@@ -301,7 +315,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--compare`: each build loaded with the benchmark's configuration, then
+/// `--compare` and `--compare-capacity`: each build loaded with the benchmark's configuration, then
 /// the per-packet harness on all of them.
 fn compare(args: &Args, r: &mut Report, json_path: &std::path::Path) -> Result<()> {
     let mut builds = vec![("lb".to_string(), Dataplane::load()?)];
@@ -314,6 +328,10 @@ fn compare(args: &Args, r: &mut Report, json_path: &std::path::Path) -> Result<(
         bytes.copy_from_slice(&obj);
         let dp = Dataplane::load_object(bytes).with_context(|| format!("loading {}", path.display()))?;
         builds.push((name.clone(), dp));
+    }
+    for &n in &args.capacities {
+        let dp = Dataplane::load_sized(n).with_context(|| format!("loading lb with a connection table of {n}"))?;
+        builds.push((format!("ct{n}"), dp));
     }
     for (name, dp) in &mut builds {
         dp.apply(&config::config(0)?).with_context(|| format!("applying the configuration to {name}"))?;
