@@ -107,6 +107,24 @@ impl Report {
         self.values.get(&format!("{key}.reason")).and_then(Value::as_str)
     }
 
+    /// A report as `write_json` wrote it.
+    pub fn read_json(path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let Value::Object(obj) = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?
+        else {
+            anyhow::bail!("{} is not a JSON object", path.display());
+        };
+        Ok(Report { values: obj.into_iter().collect() })
+    }
+
+    /// The picture's title for this report's machine and budget.
+    pub fn title(&self) -> String {
+        let quick = self.values.get("meta.quick").and_then(Value::as_bool).unwrap_or(false);
+        let kernel = self.values.get("meta.kernel").and_then(Value::as_str).unwrap_or("?");
+        let cpus = self.get("meta.cpus").unwrap_or(0.0);
+        format!("lb benchmarks{} - kernel {kernel}, {cpus} CPUs", if quick { " (--quick)" } else { "" })
+    }
+
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let obj: serde_json::Map<String, Value> = self.values.clone().into_iter().collect();
         let text = serde_json::to_string_pretty(&Value::Object(obj))?;

@@ -51,6 +51,8 @@ Options:
                    the same, with lb's own build loaded with a connection
                    table of N entries (global.conntrack_capacity) as build
                    \"ct<N>\", next to the default size
+  --redraw         measure nothing: draw report.svg again from the
+                   report.json in --out
   -h, --help       this text
 ";
 
@@ -64,6 +66,8 @@ struct Args {
     compare: Vec<(String, PathBuf)>,
     /// Connection-table sizes to compare lb's own build at.
     capacities: Vec<u32>,
+    /// Only draw report.svg again from report.json.
+    redraw: bool,
 }
 
 fn default_out() -> PathBuf {
@@ -79,6 +83,7 @@ fn parse_args() -> Result<Option<Args>> {
     let (mut lb_bin, mut only, mut out, mut rounds, mut prog_runs) = (None, None, None, None, None);
     let mut compare = Vec::new();
     let mut capacities = Vec::new();
+    let mut redraw = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -94,6 +99,7 @@ fn parse_args() -> Result<Option<Args>> {
                 return Ok(None);
             }
             "--quick" => quick = true,
+            "--redraw" => redraw = true,
             "--lb-bin" => lb_bin = Some(PathBuf::from(value("--lb-bin")?)),
             "--out" => out = Some(PathBuf::from(value("--out")?)),
             "--only" => {
@@ -134,6 +140,7 @@ fn parse_args() -> Result<Option<Args>> {
         out: out.unwrap_or_else(default_out),
         compare,
         capacities,
+        redraw,
     }))
 }
 
@@ -175,6 +182,13 @@ fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let json_path = args.out.join("report.json");
     let svg_path = args.out.join("report.svg");
+    if args.redraw {
+        let r = Report::read_json(&json_path)?;
+        std::fs::write(&svg_path, svg::render(&r, &r.title()))
+            .with_context(|| format!("write {}", svg_path.display()))?;
+        println!("drew {} from {}", svg_path.display(), json_path.display());
+        return Ok(());
+    }
     let mut r = Report::default();
     let (kernel, cpu) = sys::machine();
     r.set("meta.kernel", serde_json::json!(kernel));
@@ -283,9 +297,7 @@ fn run(args: Args) -> Result<()> {
 
     r.number("meta.seconds", started.elapsed().as_secs_f64());
     r.write_json(&json_path)?;
-    let title =
-        format!("lb benchmarks{} - kernel {kernel}, {} CPUs", if b.quick { " (--quick)" } else { "" }, sys::cpus());
-    std::fs::write(&svg_path, svg::render(&r, &title)).with_context(|| format!("write {}", svg_path.display()))?;
+    std::fs::write(&svg_path, svg::render(&r, &r.title())).with_context(|| format!("write {}", svg_path.display()))?;
     println!("\nwrote {} and {} in {:.0} s", json_path.display(), svg_path.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
