@@ -15,262 +15,27 @@
 //! bounded polls with generous limits; nothing asserts how fast anything is.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lb_tests::netns::{CmdOutput, ip_in, is_root};
-use lb_tests::topology::{Forwarding, Topology, TopologyOptions, VIP_V4, VipSpec};
-use lb_tests::traffic::{
-    HealthMode, HealthServer, HttpConn, KeepAliveLoad, Summary, TcpLoad, open_keepalive, tcp_client,
+use lb_tests::netns::ip_in;
+use lb_tests::topology::{Forwarding, VIP_V4, VipSpec};
+use lb_tests::traffic::{HealthMode, HealthServer, KeepAliveLoad, Summary};
+
+#[path = "agent/env.rs"]
+mod env;
+#[path = "agent/refusals.rs"]
+mod refusals;
+#[path = "agent/restart.rs"]
+mod restart;
+#[path = "agent/status.rs"]
+mod status;
+use env::{Env, FALL, KEEPALIVE, NEW_CONNECTIONS, RING, RISE, WAIT, http_check, serial};
+use refusals::{BROKEN_BODIES, bad_files, raw_request, refused_calls};
+use restart::{stop_and_detach, wait_answers};
+use status::{
+    Json, check_probe_invariant, is_down_removed, is_up_in_table, shape, str_of, transitions_of,
+    transitions_with_reasons, u64_at,
 };
-
-/// A small prime ring keeps table generation fast in debug builds.
-const RING: u32 = 251;
-/// Port of the backends' health-check servers (on their own addresses).
-const HC_PORT: u16 = 8080;
-const RISE: u32 = 2;
-const FALL: u32 = 3;
-// Generous probe timeout: a spurious timeout on a loaded CI machine must
-// not add to the deliberate failures of the flapping test.
-const INTERVAL_MS: u64 = 200;
-const TIMEOUT_MS: u64 = 150;
-/// New connections per traffic check.
-const NEW_CONNECTIONS: usize = 100;
-/// Keep-alive connections held across a change.
-const KEEPALIVE: usize = 30;
-/// Timeout of each connect, read and write of the test's clients.
-const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Bound of every wait for the agent to reach a state.
-const WAIT: Duration = Duration::from_secs(20);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    // A failed test poisons the mutex; the next one may still run.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn http_check() -> String {
-    format!(
-        "{{ kind = \"http\", port = {HC_PORT}, path = \"/health\", expect_status = 200, interval_ms = {INTERVAL_MS}, \
-         timeout_ms = {TIMEOUT_MS}, rise = {RISE}, fall = {FALL} }}"
-    )
-}
-
-/// One test's world. Fields drop in order: health servers, then the
-/// topology (which stops lb, decaps, and removes the namespaces).
-struct Env {
-    name: &'static str,
-    health: Vec<HealthServer>,
-    topo: Topology,
-    config: PathBuf,
-    vip: VipSpec,
-    /// `198.18.100.1:80/tcp`
-    vip_id: String,
-}
-
-impl Env {
-    /// Builds a topology with `backends` backends (health servers on every
-    /// one when `health` is set), writes a config with `vip` and starts
-    /// `lb run` (keeping its pins when `keep_pins`). `None` when not root.
-    fn new(name: &'static str, backends: usize, vip: VipSpec, health: bool, keep_pins: bool) -> Option<Env> {
-        if !is_root() {
-            eprintln!("{name}: skipped: the agent tests need root");
-            return None;
-        }
-        let opts = TopologyOptions { backends, vips_v6: vec![], udp_ports: vec![], ..Default::default() };
-        let topo = Topology::new(opts).unwrap_or_else(|e| panic!("{name}: topology: {e:#}"));
-        let mut servers = Vec::new();
-        if health {
-            for b in topo.backends() {
-                let addr = SocketAddr::new(IpAddr::V4(b.v4), HC_PORT);
-                let s = HealthServer::start(&b.ns, &b.name, addr, HealthMode::Healthy)
-                    .unwrap_or_else(|e| panic!("{name}: health server of {}: {e:#}", b.name));
-                servers.push(s);
-            }
-        }
-        let config = topo.write_config(std::slice::from_ref(&vip));
-        let vip_id = vip.id();
-        let mut env = Env { name, health: servers, topo, config, vip, vip_id };
-        let started =
-            if keep_pins { env.topo.start_lb_keeping_pins(&env.config) } else { env.topo.start_lb(&env.config) };
-        if let Err(e) = started {
-            panic!("{name}: starting lb: {e:#}\nconfig:\n{}", std::fs::read_to_string(&env.config).unwrap_or_default());
-        }
-        Some(env)
-    }
-
-    /// Panics naming the test; the topology prints the agent's and the
-    /// decapsulators' logs as it is torn down.
-    fn fail(&self, what: impl std::fmt::Display) -> ! {
-        panic!("{}: {what}", self.name)
-    }
-
-    /// `lb --socket S ARGS...` with its exit code and output.
-    fn cli(&self, args: &[&str]) -> CmdOutput {
-        self.topo.lb_cli_status(args).unwrap_or_else(|e| self.fail(format!("lb {}: {e:#}", args.join(" "))))
-    }
-
-    /// `lb ARGS...`, which must exit 0; returns stdout.
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        if !out.success() {
-            self.fail(format!("`lb {}` failed: {out}", args.join(" ")));
-        }
-        out.stdout
-    }
-
-    /// `lb ARGS...`, which the agent must refuse: exit 64, and stderr
-    /// containing every one of `needles`. Returns stderr.
-    fn cli_refused(&self, args: &[&str], needles: &[&str]) -> String {
-        let out = self.cli(args);
-        if out.code != Some(64) || needles.iter().any(|n| !out.stderr.contains(n)) {
-            self.fail(format!("`lb {}`: expected exit 64 and {needles:?} in stderr; got {out}", args.join(" ")));
-        }
-        out.stderr.trim().to_string()
-    }
-
-    fn status(&self) -> Json {
-        let text = self.cli_ok(&["status", "--json"]);
-        Json::parse(&text).unwrap_or_else(|e| self.fail(format!("lb status --json: {e}\n{text}")))
-    }
-
-    /// The status of this test's VIP.
-    fn vip_status(&self, status: &Json) -> Json {
-        let vips = status.get("vips").and_then(Json::as_array).unwrap_or_else(|| self.fail("status has no vips"));
-        vips.iter()
-            .find(|v| v.str_at("vip") == Some(self.vip_id.as_str()))
-            .cloned()
-            .unwrap_or_else(|| self.fail(format!("status has no VIP {}: {status:?}", self.vip_id)))
-    }
-
-    /// The status of one backend of this test's VIP, if it is listed.
-    fn backend_status(&self, status: &Json, addr: &str) -> Option<Json> {
-        let vip = self.vip_status(status);
-        vip.get("backends")?.as_array()?.iter().find(|b| b.str_at("address") == Some(addr)).cloned()
-    }
-
-    fn backend_addr(&self, i: usize) -> String {
-        self.topo.backends()[i].v4.to_string()
-    }
-
-    /// Polls `lb status --json` every 50 ms until `done` returns
-    /// `Some(_)`, for at most [`WAIT`].
-    fn wait_status<T>(&self, what: &str, mut done: impl FnMut(&Json) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let s = self.status();
-            if let Some(t) = done(&s) {
-                return t;
-            }
-            if Instant::now() >= deadline {
-                self.fail(format!("waited {WAIT:?} for {what}; last status:\n{}", self.cli(&["status"]).stdout));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `n` new connections (2 requests each) to the VIP.
-    fn new_connections(&self, n: usize) -> Summary {
-        let mut load = TcpLoad::new(self.vip.target(), n);
-        load.requests = 2;
-        load.op_timeout = OP_TIMEOUT;
-        let results = tcp_client(&self.topo.client().ns, &load).unwrap_or_else(|e| self.fail(format!("client: {e:#}")));
-        Summary::new(&results, &self.topo.backend_names())
-    }
-
-    fn keepalive(&self, n: usize) -> Vec<(HttpConn, String)> {
-        open_keepalive(&self.topo.client().ns, self.vip.target(), n, OP_TIMEOUT)
-            .unwrap_or_else(|e| self.fail(format!("keep-alive connections: {e:#}")))
-    }
-
-    /// Ends the test: the agent must still run, then it is stopped (exit 0).
-    fn finish(mut self) {
-        if let Err(e) = self.topo.check_children() {
-            self.fail(format!("{e:#}"));
-        }
-        if let Err(e) = self.topo.stop_lb() {
-            self.fail(format!("{e:#}"));
-        }
-    }
-}
-
-fn u64_at(j: &Json, path: &[&str]) -> u64 {
-    j.path(path).and_then(Json::as_f64).map(|f| f as u64).unwrap_or_else(|| panic!("no number at {path:?} in {j:?}"))
-}
-
-fn str_of<'a>(j: &'a Json, path: &[&str]) -> &'a str {
-    j.path(path).and_then(Json::as_str).unwrap_or_else(|| panic!("no string at {path:?} in {j:?}"))
-}
-
-/// What must not change when the agent refuses something: per VIP its
-/// fingerprint, failing-open flag and every backend's address, weights,
-/// state, health and placement (not counters or probe counts).
-fn shape(status: &Json) -> String {
-    let mut out = String::new();
-    for v in status.get("vips").and_then(Json::as_array).into_iter().flatten() {
-        out.push_str(&format!(
-            "{} fingerprint={} failing_open={:?} ring={:?}\n",
-            v.str_at("vip").unwrap_or("?"),
-            v.str_at("fingerprint").unwrap_or("?"),
-            v.get("failing_open"),
-            v.get("ring_size"),
-        ));
-        for b in v.get("backends").and_then(Json::as_array).into_iter().flatten() {
-            out.push_str(&format!(
-                "  {} weight={:?}/{:?} state={} health={} placement={}\n",
-                b.str_at("address").unwrap_or("?"),
-                b.get("weight"),
-                b.get("effective_weight"),
-                b.str_at("state").unwrap_or("?"),
-                b.str_at("health").unwrap_or("?"),
-                b.str_at("placement").unwrap_or("?"),
-            ));
-        }
-    }
-    out
-}
-
-/// The health of every transition of `backend` in the status, in order.
-fn transitions_of(status: &Json, backend: &str) -> Vec<String> {
-    transitions_with_reasons(status, backend).into_iter().map(|(h, _)| h).collect()
-}
-
-/// (health, reason) of every transition of `backend` in the status.
-fn transitions_with_reasons(status: &Json, backend: &str) -> Vec<(String, String)> {
-    status
-        .get("transitions")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|t| t.str_at("backend") == Some(backend))
-        .map(|t| (t.str_at("health").unwrap_or("?").to_string(), t.str_at("reason").unwrap_or("?").to_string()))
-        .collect()
-}
-
-/// Health down and out of the table, seen by the agent.
-fn is_down_removed(b: &Json) -> bool {
-    b.str_at("health") == Some("down") && b.str_at("placement") == Some("removed")
-}
-
-fn is_up_in_table(b: &Json) -> bool {
-    b.str_at("health") == Some("up") && b.str_at("placement") == Some("in-table")
-}
-
-/// The probe invariant of rise/fall: a probe that still says up has seen
-/// fewer than `fall` failures in a row.
-fn check_probe_invariant(env: &Env, b: &Json) {
-    if b.path(&["probe", "health"]).and_then(Json::as_str) == Some("up") {
-        let failed = u64_at(b, &["probe", "consecutive_failed"]);
-        if failed >= u64::from(FALL) {
-            env.fail(format!("probe is up after {failed} consecutive failures (fall {FALL}): {b:?}"));
-        }
-    }
-}
 
 #[test]
 fn health_down_after_fall_and_back_after_rise() {
@@ -280,11 +45,7 @@ fn health_down_after_fall_and_back_after_rise() {
     let Some(mut env) = Env::new(name, 3, vip, true, false) else { return };
     let b2 = env.backend_addr(1);
     // Every backend probed and up first.
-    env.wait_status("every backend probed at least twice", |s| {
-        let v = env.vip_status(s);
-        let bs = v.get("backends")?.as_array()?;
-        bs.iter().all(|b| is_up_in_table(b) && u64_at(b, &["probe", "checks"]) >= 2).then_some(())
-    });
+    env.wait_probed("every backend probed at least twice", 2);
     let fp_all = str_of(&env.vip_status(&env.status()), &["fingerprint"]).to_string();
     let mut report = Vec::new();
 
@@ -382,11 +143,7 @@ fn flapping_below_thresholds_changes_nothing() {
     let vip = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&http_check());
     let Some(mut env) = Env::new(name, 3, vip, true, false) else { return };
     let b2 = env.backend_addr(1);
-    env.wait_status("every backend probed", |s| {
-        let v = env.vip_status(s);
-        let bs = v.get("backends")?.as_array()?;
-        bs.iter().all(|b| is_up_in_table(b) && u64_at(b, &["probe", "checks"]) >= 1).then_some(())
-    });
+    env.wait_probed("every backend probed", 1);
     let before = env.status();
     let shape_before = shape(&before);
     let checks_before = u64_at(&env.backend_status(&before, &b2).unwrap(), &["probe", "checks"]);
@@ -661,32 +418,14 @@ fn agent_killed_and_restarted_under_load_loses_no_connection() {
     }
 
     // The new agent works, adopted the maps (counters went on) and the table.
-    let after = env.wait_status("probes running again", |st| {
-        let v = env.vip_status(st);
-        let bs = v.get("backends")?.as_array()?;
-        bs.iter().all(|b| is_up_in_table(b) && u64_at(b, &["probe", "checks"]) >= 1).then(|| st.clone())
-    });
+    let after = env.wait_probed("probes running again", 1);
     let packets_after = u64_at(&env.vip_status(&after), &["packets"]);
     assert!(packets_after > packets_restart, "{name}: VIP packets {packets_restart} -> {packets_after}");
     assert_eq!(str_of(&env.vip_status(&after), &["fingerprint"]), fp_before, "{name}: table changed by the restart");
     let total = s.answers;
 
     // Stop for good: SIGTERM leaves the pins, `lb detach` removes them.
-    if let Err(e) = env.topo.stop_lb() {
-        env.fail(format!("{e:#}"));
-    }
-    let link = ip_in(&lb.ns, &["link", "show", "dev", &lb.ifname]).unwrap();
-    assert!(link.contains("xdp"), "{name}: a stopped agent (no --detach-on-exit) detached: {link}");
-    let out = env.topo.detach_lb().unwrap_or_else(|e| env.fail(format!("lb detach: {e:#}")));
-    println!("{name}: lb detach: {}", out.trim());
-    let link = ip_in(&lb.ns, &["link", "show", "dev", &lb.ifname]).unwrap();
-    assert!(!link.contains("xdp"), "{name}: still attached after lb detach: {link}");
-    // bpffs itself shows maps.debug and progs.debug (its preload iterators).
-    let pins: Vec<_> = walk(&env.topo.pin_path())
-        .into_iter()
-        .filter(|p| p.parent() != Some(env.topo.pin_path().as_path()) || p.extension().is_none_or(|e| e != "debug"))
-        .collect();
-    assert!(pins.is_empty(), "{name}: pins left after lb detach: {pins:?}");
+    stop_and_detach(&mut env);
     env.health.iter_mut().for_each(HealthServer::stop);
     println!(
         "{name}: {KEEPALIVE} connections answered {total} requests (about {} while no agent ran, \
@@ -696,107 +435,19 @@ fn agent_killed_and_restarted_under_load_loses_no_connection() {
         answered_dead, dead_new.good, dead_new.total
     );
 }
-
-/// Waits (bounded) until every connection of `load` answered `more`
-/// requests more than when called, or one failed (reported later with the
-/// results).
-fn wait_answers(name: &str, load: &KeepAliveLoad, what: &str, more: usize) {
-    let base = load.answered_per_connection();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let now = load.answered_per_connection();
-        if now.iter().zip(&base).all(|(n, b)| n - b >= more) || load.failed() > 0 {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("{name}: {what}: not every connection answered {more} more requests within {WAIT:?}: {now:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Files under `dir` (recursively; bounded).
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        if out.len() > 1000 {
-            break;
-        }
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
-/// One raw HTTP request on the control socket from this process; returns
-/// (status, body).
-fn raw_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    // Bounded by the read timeout and by this size.
-    let _ = s.take(1 << 20).read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn bad_config_and_bad_api_calls_change_nothing() {
     let name = "bad_config_and_bad_api_calls_change_nothing";
     let _serial = serial();
     let vip = VipSpec::tcp(VIP_V4, 80, Forwarding::Ipip).ring_size(RING).health_check(&http_check());
     let Some(mut env) = Env::new(name, 3, vip, true, false) else { return };
-    let wait_probed = |env: &Env| {
-        env.wait_status("every backend probed", |s| {
-            let v = env.vip_status(s);
-            let bs = v.get("backends")?.as_array()?;
-            bs.iter().all(|b| is_up_in_table(b) && u64_at(b, &["probe", "checks"]) >= 1).then(|| s.clone())
-        })
-    };
-    let recorded = shape(&wait_probed(&env));
+    let recorded = shape(&env.wait_probed("every backend probed", 1));
     let good = std::fs::read_to_string(&env.config).unwrap();
     let vid = env.vip_id.clone();
     let mut refused = BTreeMap::new();
 
     // Invalid files: `lb reload` refuses them (64) and names the key.
-    let no_macs: String =
-        good.lines().filter(|l| !l.trim_start().starts_with("mac =")).map(|l| format!("{l}\n")).collect();
-    let bad_files = [
-        ("typo'd key", good.replace("ring_size = ", "ring_sise = "), vec!["ring_sise"]),
-        (
-            "l2dsr VIP without backend MACs",
-            no_macs.replace("forwarding = \"ipip\"\nring_size", "forwarding = \"l2dsr\"\nring_size"),
-            vec!["vip[0].backend[0].mac"],
-        ),
-        (
-            "non-prime ring_size",
-            good.replace(&format!("ring_size = {RING}"), "ring_size = 250"),
-            vec!["vip[0].ring_size", "250"],
-        ),
-        (
-            "health check timeout above its interval",
-            good.replace(&format!("timeout_ms = {TIMEOUT_MS}"), "timeout_ms = 5000"),
-            vec!["vip[0].health_check.timeout_ms"],
-        ),
-        ("not TOML", format!("{good}\n[[vip]\n"), vec!["TOML"]),
-    ];
-    for (what, text, needles) in &bad_files {
+    for (what, text, needles) in &bad_files(&good) {
         assert_ne!(*text, good, "{name}: {what}: the edit did not apply");
         std::fs::write(&env.config, text).unwrap();
         let err = env.cli_refused(&["reload"], needles);
@@ -807,25 +458,7 @@ fn bad_config_and_bad_api_calls_change_nothing() {
 
     // Refused API calls.
     let b1 = env.backend_addr(0);
-    let calls: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
-        ("IPv6 backend to an IPv4 VIP", vec!["backend", "add", &vid, "2001:db8::14"], vec!["2001:db8::14", "family"]),
-        ("backend to an unknown VIP", vec!["backend", "add", "198.18.100.9:80/tcp", "198.18.0.14"], vec!["no VIP"]),
-        ("duplicate backend", vec!["backend", "add", &vid, &b1], vec![&b1, "twice"]),
-        ("existing VIP", vec!["vip", "add", &vid, "--backend", "198.18.0.14"], vec!["twice"]),
-        (
-            "drain of an unknown backend",
-            vec!["backend", "drain", &vid, "198.18.0.19"],
-            vec!["no backend", "198.18.0.19"],
-        ),
-        ("del of an unknown backend", vec!["backend", "del", &vid, "198.18.0.19"], vec!["no backend"]),
-        ("del of an unknown VIP", vec!["vip", "del", "198.18.100.9:80/tcp"], vec!["no VIP"]),
-        (
-            "backend weight above the maximum",
-            vec!["backend", "add", &vid, "198.18.0.14", "--weight", "10001"],
-            vec!["weight"],
-        ),
-    ];
-    for (what, args, needles) in &calls {
+    for (what, args, needles) in &refused_calls(&vid, &b1) {
         let err = env.cli_refused(args, needles);
         refused.insert(what.to_string(), err);
         assert_eq!(shape(&env.status()), recorded, "{name}: status changed by a refused call ({what})");
@@ -833,39 +466,7 @@ fn bad_config_and_bad_api_calls_change_nothing() {
 
     // Raw requests with broken bodies: 400 naming the problem.
     let sock = env.topo.control_socket();
-    let raw: [(&str, &str, &str, &[&str]); 5] = [
-        (
-            "partial JSON",
-            "/v1/backends/add",
-            r#"{"vip": "198.18.100.1:80/tcp", "backend": {"address": "198.18.0.14""#,
-            &["request body", "EOF"],
-        ),
-        (
-            "unknown top-level key",
-            "/v1/backends/add",
-            r#"{"vip": "198.18.100.1:80/tcp", "backend": {"address": "198.18.0.14"}, "colour": "red"}"#,
-            &["unknown field", "colour"],
-        ),
-        (
-            "unknown backend key",
-            "/v1/backends/add",
-            r#"{"vip": "198.18.100.1:80/tcp", "backend": {"address": "198.18.0.14", "wieght": 2}}"#,
-            &["unknown field", "wieght"],
-        ),
-        (
-            "unknown state",
-            "/v1/backends/state",
-            r#"{"vip": "198.18.100.1:80/tcp", "address": "198.18.0.11", "state": "sleepy"}"#,
-            &["sleepy"],
-        ),
-        (
-            "unknown VIP key",
-            "/v1/vips/add",
-            r#"{"address": "198.18.100.2", "port": 80, "protocol": "tcp", "backends": []}"#,
-            &["unknown field", "backends"],
-        ),
-    ];
-    for (what, path, body, needles) in raw {
+    for (what, path, body, needles) in BROKEN_BODIES {
         let (status, answer) = raw_request(&sock, "POST", path, body);
         if status != 400 || needles.iter().any(|n| !answer.contains(n)) {
             env.fail(format!(
@@ -894,27 +495,4 @@ fn bad_config_and_bad_api_calls_change_nothing() {
         "{name}: {count} refused reloads and calls, status unchanged after each; {}/{} new connections ok",
         s.good, s.total
     );
-}
-
-/// `lb status --json` and the API's answers, read with serde_json.
-type Json = serde_json::Value;
-
-trait JsonExt {
-    fn parse(text: &str) -> Result<Json, String>;
-    fn path(&self, keys: &[&str]) -> Option<&Json>;
-    fn str_at(&self, key: &str) -> Option<&str>;
-}
-
-impl JsonExt for Json {
-    fn parse(text: &str) -> Result<Json, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    }
-
-    fn path(&self, keys: &[&str]) -> Option<&Json> {
-        keys.iter().try_fold(self, |j, k| j.get(k))
-    }
-
-    fn str_at(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(Json::as_str)
-    }
 }
