@@ -144,6 +144,13 @@ fn flapping_below_thresholds_changes_nothing() {
     let Some(mut env) = Env::new(name, 3, vip, true, false) else { return };
     let b2 = env.backend_addr(1);
     env.wait_probed("every backend probed", 1);
+    // The flapping may add `fall - 1` failures to a run of them: start from
+    // a passed probe (the first one may have failed while the fresh
+    // namespaces resolved their neighbours).
+    env.wait_status("backend2's last probe passed", |s| {
+        let b = env.backend_status(s, &b2)?;
+        (u64_at(&b, &["probe", "consecutive_ok"]) >= 1).then_some(())
+    });
     let before = env.status();
     let shape_before = shape(&before);
     let checks_before = u64_at(&env.backend_status(&before, &b2).unwrap(), &["probe", "checks"]);
