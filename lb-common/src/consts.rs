@@ -82,6 +82,13 @@ pub const LC_MAX_CANDIDATES: u32 = 256;
 /// `ConnEntry::flags`: the client sent a FIN or RST; the flow no longer
 /// counts as active (set once, atomically, so it is uncounted once).
 pub const CONN_F_CLOSED: u32 = 1 << 0;
+/// `ConnEntry::flags` bits from this one up hold an IPv6 flow's flow label
+/// (its flow hash & 0xfffff, written at insert): an established IPv6 packet
+/// takes the outer header's label from its entry instead of hashing its
+/// 5-tuple again (a chain of ten dependent multiply rounds).
+pub const CONN_LABEL_SHIFT: u32 = 8;
+/// IPv6 flow labels are 20 bits.
+pub const FLOW_LABEL_MASK: u32 = 0xf_ffff;
 
 /// `Backend::state` bit: the backend exists; connection-table entries that
 /// point to it stay valid. Cleared when the backend is removed, so its flows

@@ -170,7 +170,8 @@ pub struct ConnEntry {
     pub backend: u32,
     /// `Backend::epoch` when the flow was assigned.
     pub epoch: u32,
-    /// `CONN_F_*` bits.
+    /// `CONN_F_*` bits, and an IPv6 flow's flow label from
+    /// `CONN_LABEL_SHIFT` up.
     pub flags: u32,
     /// When the flow's last packet was seen, in [`seen_units`] of the
     /// kernel's jiffies; written only when the unit changed.

@@ -22,8 +22,8 @@ use balancer::{
     select, vips,
 };
 use lb_common::{
-    ALGO_LEAST_CONN, ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, GLOBAL_F_TOO_BIG_DROP, VIP_F_L2DSR,
-    VipAddrKey, VipMeta,
+    ALGO_LEAST_CONN, ALGO_ROUND_ROBIN, ALGO_SOURCE_HASH, Backend, FAMILY_V4, FLOW_LABEL_MASK, GLOBAL_F_TOO_BIG_DROP,
+    VIP_F_L2DSR, VipAddrKey, VipMeta,
     capture::CAPTURE_NO_BACKEND,
     hash::{flow_hash, source_hash},
     net::{IPPROTO_TCP, IPV4_HDR_LEN, IPV6_HDR_LEN, TCP_FLAG_ACK, TCP_FLAG_FIN, TCP_FLAG_RST, TCP_FLAG_SYN},
@@ -134,7 +134,8 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
             conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
         }
         counters::stat(stats::CONNTRACK_HIT, 0);
-        return send::<CLIENT>(ctx, pkt, bytes, backend.vip_slot, backend.vip_flags, Ok((id, backend, None)));
+        let label = Some(conntrack::label(entry));
+        return send::<CLIENT>(ctx, pkt, bytes, backend.vip_slot, backend.vip_flags, Ok((id, backend, label)));
     }
     let Some(meta) = vips::meta(bucket, &pkt.flow) else {
         return (PASS, stats::PASS_NOT_VIP);
@@ -258,7 +259,7 @@ fn choose(
                     conntrack::touch(entry, id, pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
                 }
                 counters::stat(stats::CONNTRACK_HIT, 0);
-                return Ok((id, backend, None));
+                return Ok((id, backend, Some(conntrack::label(entry))));
             }
             if conntrack::is_open(entry) {
                 (replaced, replaced_id) = (entry, id);
@@ -298,11 +299,21 @@ fn choose(
     let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
     if !allowed {
         counters::stat(stats::CONNTRACK_GUARDED, 0);
-    } else if !conntrack::insert(&pkt.flow, id, backend) {
+    } else if !conntrack::insert(&pkt.flow, id, backend, label(pkt, flow)) {
         counters::stat(stats::CONNTRACK_FULL, 0);
     }
     counters::backend_flow(id);
     Ok((id, backend, flow))
+}
+
+/// The IPv6 flow label of a new flow (0 for IPv4): its flow hash, computed
+/// here if the algorithm did not.
+#[inline(always)]
+fn label(pkt: &Packet, flow: Option<u32>) -> u32 {
+    if pkt.flow.family == FAMILY_V4 {
+        return 0;
+    }
+    flow.unwrap_or_else(|| flow_hash(&pkt.flow)) & FLOW_LABEL_MASK
 }
 
 /// `GlobalConfig::new_flow_limit` (0, no limit, before the agent wrote it).
@@ -341,7 +352,8 @@ fn forward<const CLIENT: bool>(
     let done = if pkt.flow.family == FAMILY_V4 {
         encap::ipip_v4(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v4, backend.addr[0], pkt.ip_len, pkt.tos, pkt.df)
     } else {
-        let label = hash.unwrap_or_else(|| flow_hash(&pkt.flow)) & 0xf_ffff;
+        // A hash, or an established flow's recorded label.
+        let label = hash.unwrap_or_else(|| flow_hash(&pkt.flow)) & FLOW_LABEL_MASK;
         encap::ipip_v6(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v6, backend.addr, pkt.ip_len, pkt.tos, label)
     };
     match done {

@@ -2,7 +2,7 @@
 //! happens to the rings, as long as the backend itself is still present.
 //! Each entry also says whether its flow is still active (see `ConnEntry`).
 
-use lb_common::{Backend, CONN_F_CLOSED, ConnEntry, FlowKey, types::seen_units};
+use lb_common::{Backend, CONN_F_CLOSED, CONN_LABEL_SHIFT, ConnEntry, FLOW_LABEL_MASK, FlowKey, types::seen_units};
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
@@ -40,6 +40,13 @@ pub fn lookup(flow: &FlowKey) -> Lookup {
 #[inline(always)]
 pub fn now_units() -> u32 {
     seen_units(unsafe { bpf_jiffies64() })
+}
+
+/// The IPv6 flow label recorded with the flow (see `CONN_LABEL_SHIFT`).
+#[inline(always)]
+pub fn label(entry: *mut ConnEntry) -> u32 {
+    // SAFETY: a map value, valid for the program run.
+    unsafe { (*entry).flags >> CONN_LABEL_SHIFT }
 }
 
 /// Whether the flow has not been closed by a FIN or RST.
@@ -84,11 +91,12 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
     }
 }
 
-/// Records the flow's backend (counted active); returns false if the table
-/// refused it.
+/// Records the flow's backend (counted active) and its IPv6 flow label
+/// (0 for IPv4); returns false if the table refused it.
 #[inline(always)]
-pub fn insert(flow: &FlowKey, id: u32, backend: &Backend) -> bool {
-    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags: 0, seen: now_units() };
+pub fn insert(flow: &FlowKey, id: u32, backend: &Backend, label: u32) -> bool {
+    let flags = (label & FLOW_LABEL_MASK) << CONN_LABEL_SHIFT;
+    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags, seen: now_units() };
     let recorded = CONNTRACK.insert(flow, &entry, 0).is_ok();
     if recorded {
         active::opened(id);

@@ -242,6 +242,11 @@ mod tests {
         assert!(!counts(&tcp, &e, Some(8), 1000, idle), "the id has a new owner");
         assert!(!counts(&tcp, &e, None, 1000, idle), "the backend is gone");
         assert!(!counts(&tcp, &ConnEntry { flags: CONN_F_CLOSED, ..e }, Some(7), 1000, idle), "closed");
+        // An IPv6 flow's label shares the word: it changes neither answer.
+        let labelled = ConnEntry { flags: 0xf_ffff << lb_common::CONN_LABEL_SHIFT, ..e };
+        assert!(counts(&tcp, &labelled, Some(7), 1000, idle), "open, with a label");
+        let closed = ConnEntry { flags: labelled.flags | CONN_F_CLOSED, ..e };
+        assert!(!counts(&tcp, &closed, Some(7), 1000, idle), "closed, with a label");
         assert!(counts(&tcp, &ConnEntry { seen: 1001, ..e }, Some(7), 1000, idle), "seen after the clock read");
     }
 

@@ -72,6 +72,7 @@ enum Kind {
     Ack4,
     Udp4,
     Syn6,
+    Ack6,
     Dsr4,
     NotVip,
 }
@@ -81,7 +82,7 @@ impl Kind {
     fn grow(self) -> i32 {
         match self {
             Kind::Syn4 | Kind::Ack4 | Kind::Udp4 => 20,
-            Kind::Syn6 => 40,
+            Kind::Syn6 | Kind::Ack6 => 40,
             Kind::Dsr4 | Kind::NotVip => 0,
         }
     }
@@ -93,6 +94,7 @@ impl Kind {
             Kind::Udp4 => 3001,
             Kind::Dsr4 => 3002,
             Kind::Syn6 | Kind::NotVip => 3003,
+            Kind::Ack6 => 3004,
         }
     }
 }
@@ -126,7 +128,7 @@ impl Case {
 }
 
 /// Every case, in report order (the floor first).
-pub const CASES: [Case; 17] = [
+pub const CASES: [Case; 18] = [
     case("floor", "lb_drop (XDP_DROP), the floor (raw ns)", XDP_DROP, Kind::Ack4, Pattern::Same),
     case("tcp_syn", "TCP SYN of a new flow: ring pick + table insert, IPIP", XDP_TX, Kind::Syn4, Pattern::New)
         .vs("tcp_syn"),
@@ -177,13 +179,14 @@ pub const CASES: [Case; 17] = [
     )
     .flooded()
     .vs("tcp6_syn"),
+    case("tcp6_ack", "IPv6 TCP ACK of an established flow (table hit), IP6IP6", XDP_TX, Kind::Ack6, Pattern::Same),
     case("l2dsr_ack", "TCP ACK of an established flow, L2 DSR", XDP_TX, Kind::Dsr4, Pattern::Same),
     case("l2dsr_ack_1024flows", "TCP ACK, L2 DSR, random one of 1024 flows", XDP_TX, Kind::Dsr4, Pattern::Pool),
     case("nonvip", "TCP to a non-VIP address, passed", XDP_PASS, Kind::NotVip, Pattern::Same).vs("nonvip"),
 ];
 
 /// Keys this part reports (nulled with the reason when it fails).
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "prog_ns.floor",
     "prog_ns.tcp_syn",
     "prog_ns.tcp_syn_same_flow",
@@ -198,6 +201,7 @@ pub const KEYS: [&str; 17] = [
     "prog_ns.tcp6_syn_same_flow",
     "prog_ns.tcp6_syn_flood",
     "prog_ns.tcp6_syn_flood_same_flow",
+    "prog_ns.tcp6_ack",
     "prog_ns.l2dsr_ack",
     "prog_ns.l2dsr_ack_1024flows",
     "prog_ns.nonvip",
@@ -217,9 +221,10 @@ fn frame(kind: Kind, lo: u32, sport: u16) -> Vec<u8> {
         Kind::Dsr4 => Packet::new().ipv4(src4, V4_DSR).ip_id(id).tcp(sport, 80).ack(),
         Kind::NotVip => Packet::new().ipv4(src4, NOT_VIP).ip_id(id).tcp(sport, 80).ack(),
         Kind::Udp4 => Packet::new().ipv4(src4, V4).ip_id(id).udp(sport, 53).payload(b"ping"),
-        Kind::Syn6 => {
+        Kind::Syn6 | Kind::Ack6 => {
             let src6 = Ipv6Addr::from(u128::from(SRC6) + u128::from(lo));
-            Packet::new().ipv6(src6, V6).tcp(sport, 80).syn()
+            let p = Packet::new().ipv6(src6, V6).tcp(sport, 80);
+            if kind == Kind::Syn6 { p.syn() } else { p.ack() }
         }
     };
     let len = p.build().len();
@@ -230,6 +235,7 @@ fn frame(kind: Kind, lo: u32, sport: u16) -> Vec<u8> {
 fn opener(kind: Kind, lo: u32) -> Vec<u8> {
     match kind {
         Kind::Ack4 => frame(Kind::Syn4, lo, kind.sport()),
+        Kind::Ack6 => frame(Kind::Syn6, lo, kind.sport()),
         Kind::Dsr4 => {
             let src4 = Ipv4Addr::from(u32::from(SRC4) + lo);
             Packet::new().ipv4(src4, V4_DSR).tcp(kind.sport(), 80).syn().build()
