@@ -136,19 +136,23 @@ impl Dataplane {
     /// [`Dataplane::load`] with a connection table of `conntrack_capacity`
     /// entries (`global.conntrack_capacity`; the benchmark compares sizes).
     pub fn load_sized(conntrack_capacity: u32) -> Result<Dataplane> {
-        let mut ebpf = aya::EbpfLoader::new()
+        let ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::CONNTRACK, conntrack_capacity)
             .load(crate::objects::BALANCER)?;
-        load_programs(&mut ebpf)?;
-        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None, clock_origin: None }.with_clock_origin())
+        Self::from_loaded(ebpf, None)
     }
 
     /// [`Dataplane::load`] with another build of the balancer object (the
     /// benchmark compares builds side by side).
     pub fn load_object(object: &[u8]) -> Result<Dataplane> {
-        let mut ebpf = Ebpf::load(object)?;
+        Self::from_loaded(Ebpf::load(object)?, None)
+    }
+
+    /// Loads the programs of a loaded object and takes the first reading of
+    /// the HZ calibration (see `clock`); nothing applied yet.
+    fn from_loaded(mut ebpf: Ebpf, pins: Option<pin::Pins>) -> Result<Dataplane> {
         load_programs(&mut ebpf)?;
-        Ok(Dataplane { ebpf, applied: Applied::default(), pins: None, clock_origin: None }.with_clock_origin())
+        Ok(Dataplane { ebpf, applied: Applied::default(), pins, clock_origin: None }.with_clock_origin())
     }
 
     /// Attaches the balancer to an interface; detached when `self` is dropped.

@@ -143,12 +143,9 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(crate::objects::BALANCER)?;
-        super::load_programs(&mut ebpf)?;
         let pins = Pins { dir };
         let adopted = pins.link().exists();
-        let mut dp =
-            Dataplane { ebpf, applied: Applied::default(), pins: Some(pins), clock_origin: None }.with_clock_origin();
+        let mut dp = Dataplane::from_loaded(loader.load(crate::objects::BALANCER)?, Some(pins))?;
         if adopted {
             dp.applied = dp.read_applied()?;
         }
