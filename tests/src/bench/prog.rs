@@ -279,9 +279,13 @@ impl Guard {
         Ok(Guard { open, flooded })
     }
 
-    /// Applies the configuration `case` runs with.
-    fn set(&self, dp: &mut Dataplane, case: &Case) -> Result<()> {
-        dp.apply(if case.flood { &self.flooded } else { &self.open })?;
+    /// Applies the configuration `case` runs with, if `flooded` (what `dp`
+    /// holds now) is not it already.
+    fn set(&self, dp: &mut Dataplane, case: &Case, flooded: &mut bool) -> Result<()> {
+        if case.flood != *flooded {
+            dp.apply(if case.flood { &self.flooded } else { &self.open })?;
+            *flooded = case.flood;
+        }
         Ok(())
     }
 }
@@ -451,8 +455,9 @@ fn measure_harness(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budge
             f.push(r.duration.as_nanos() as f64);
         }
         floor.push(Stat::of(&f).unwrap().median);
+        let mut flooded = false;
         for (i, (c, h_lb, h_drop)) in harnesses.iter().enumerate() {
-            guard.set(dp, c)?;
+            guard.set(dp, c, &mut flooded)?;
             let (mut on_lb, mut on_drop) = (Vec::new(), Vec::new());
             for _ in 0..blocks {
                 let (v, ns) = h_lb.run(repeat)?;
@@ -472,7 +477,7 @@ fn measure_harness(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budge
                 hfloor.push(d);
             }
         }
-        guard.set(dp, &CASES[0])?;
+        guard.set(dp, &CASES[0], &mut flooded)?;
     }
     report.stat("prog_ns.floor", Stat::of(&floor).unwrap());
     report.stat("prog_ns.harness_floor", Stat::of(&hfloor).unwrap());
@@ -513,9 +518,10 @@ fn measure_single(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budget
             })
             .collect();
         let mut samples: Vec<Vec<u32>> = vec![Vec::with_capacity(n); CASES.len()];
+        let mut flooded = false;
         for b in 0..blocks {
             for (ci, c) in CASES.iter().enumerate() {
-                guard.set(dp, c)?;
+                guard.set(dp, c, &mut flooded)?;
                 let prog = if ci == 0 { drop } else { dp.balancer() };
                 for i in 0..per_block {
                     let k = b * per_block + i;
@@ -528,7 +534,7 @@ fn measure_single(dp: &mut Dataplane, guard: &Guard, drop: &Xdp, budget: &Budget
                 }
             }
         }
-        guard.set(dp, &CASES[0])?;
+        guard.set(dp, &CASES[0], &mut flooded)?;
         for (ci, s) in samples.iter_mut().enumerate() {
             per_round[ci].push(median_u32(s));
         }

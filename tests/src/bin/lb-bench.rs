@@ -183,9 +183,7 @@ fn run(args: Args) -> Result<()> {
     let json_path = args.out.join("report.json");
     let svg_path = args.out.join("report.svg");
     if args.redraw {
-        let r = Report::read_json(&json_path)?;
-        std::fs::write(&svg_path, svg::render(&r, &r.title()))
-            .with_context(|| format!("write {}", svg_path.display()))?;
+        draw(&Report::read_json(&json_path)?, &svg_path)?;
         println!("drew {} from {}", svg_path.display(), json_path.display());
         return Ok(());
     }
@@ -297,9 +295,14 @@ fn run(args: Args) -> Result<()> {
 
     r.number("meta.seconds", started.elapsed().as_secs_f64());
     r.write_json(&json_path)?;
-    std::fs::write(&svg_path, svg::render(&r, &r.title())).with_context(|| format!("write {}", svg_path.display()))?;
+    draw(&r, &svg_path)?;
     println!("\nwrote {} and {} in {:.0} s", json_path.display(), svg_path.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Writes the report's picture.
+fn draw(r: &Report, svg_path: &std::path::Path) -> Result<()> {
+    std::fs::write(svg_path, svg::render(r, &r.title())).with_context(|| format!("write {}", svg_path.display()))
 }
 
 fn main() -> ExitCode {
