@@ -2,7 +2,7 @@
 
 /// Bumped whenever a map's key/value layout or a map's meaning changes; the
 /// agent refuses to adopt pinned maps of another layout.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// VIPs that can be configured at once, i.e. slots of the ring array.
 pub const MAX_VIPS: u32 = 512;
@@ -14,10 +14,14 @@ pub const MAX_BACKENDS: u32 = 4096;
 /// inlines `bpf_jiffies64` into one load, where a clock helper is a call
 /// (measured ~15 ns a packet here). The agent learns HZ by calibration.
 pub const SEEN_JIFFY_SHIFT: u32 = 5;
-/// Connection-table entries (LRU) by default (`global.conntrack_capacity`
-/// sets it when the agent loads the map). About 100 bytes each in the
-/// kernel.
+/// Connection-table entries by default (`global.conntrack_capacity`, a
+/// power of two, sets it when the agent creates the map): 64 bytes each,
+/// 64 MiB by default. See `conn` for the table's layout.
 pub const CONNTRACK_CAPACITY: u32 = 1 << 20;
+/// Ways (slots) per set of the connection table. Four keep the table usable
+/// past 90% full before a new flow must evict one, and a miss reads four
+/// adjacent cache lines.
+pub const CONN_WAYS: usize = 4;
 
 /// Buckets of `VIP_TABLE`, the VIPs by `hash::vip_bucket` of their
 /// (address, port, protocol): an array, so finding a packet's VIP is a
@@ -109,6 +113,8 @@ pub mod maps {
     pub const BACKENDS: &str = "BACKENDS";
     pub const RINGS: &str = "RINGS";
     pub const CONNTRACK: &str = "CONNTRACK";
+    /// The connection table's per-instance hash key and size (`conn`).
+    pub const CONNTRACK_KEY: &str = "CONNTRACK_KEY";
     pub const CONFIG: &str = "CONFIG";
     pub const ICMP_PROGS: &str = "ICMP_PROGS";
     pub const FLOW_GUARD: &str = "FLOW_GUARD";

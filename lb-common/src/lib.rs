@@ -5,11 +5,13 @@
 #![no_std]
 
 pub mod capture;
+pub mod conn;
 pub mod consts;
 pub mod hash;
 pub mod net;
 pub mod stats;
 pub mod types;
 
+pub use conn::{ConnSet, ConnSlot, ConnTableKey};
 pub use consts::*;
 pub use types::*;

@@ -30,7 +30,9 @@ stats! {
     DROP_NO_BACKEND = 7, "drop_no_backend";
     /// bpf_xdp_adjust_head failed (no headroom): dropped.
     DROP_ENCAP = 8, "drop_encap";
-    /// The connection-table insert failed; the packet is still forwarded.
+    /// The connection-table insert failed (another CPU was writing the
+    /// flow's set, or the table has no key yet); the packet is still
+    /// forwarded.
     CONNTRACK_FULL = 9, "conntrack_insert_failed";
     /// Established flow found in the connection table.
     CONNTRACK_HIT = 10, "conntrack_hit";
@@ -62,6 +64,10 @@ stats! {
     /// A VIP packet in a frame addressed to another host's MAC: passed (the
     /// kernel drops it), never forwarded twice.
     PASS_OTHER_HOST = 21, "pass_other_host";
+    /// A new flow's entry replaced an open flow's, the one idle longest in
+    /// its set: the table is too small for the flows it holds (an evicted
+    /// flow's next packet is re-picked from the ring).
+    CONNTRACK_EVICTED = 22, "conntrack_evicted";
 }
 
 /// Indices of the decapsulation program's `DECAP_STATS` array.

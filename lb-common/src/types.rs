@@ -132,8 +132,9 @@ pub struct Backend {
     pub vip_flags: u32,
 }
 
-/// `CONNTRACK` key: the 5-tuple as seen on the wire.
-#[repr(C)]
+/// A flow's 5-tuple as seen on the wire (the connection table's key).
+/// 8-aligned: keys are compared as five 64-bit words (`conn::same_flow`).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: AddrWords,
@@ -161,7 +162,7 @@ impl FlowKey {
     }
 }
 
-/// `CONNTRACK` value. A flow is *active* while its entry is current (its
+/// A connection-table entry (`ConnSlot::entry`). A flow is *active* while its entry is current (its
 /// backend id and epoch still valid), not closed, and seen within the idle
 /// timeout of its protocol; the agent's reconciliation counts exactly that.
 #[repr(C)]
@@ -294,6 +295,9 @@ mod pod {
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for ConnEntry {}
+    unsafe impl aya::Pod for crate::ConnSlot {}
+    unsafe impl aya::Pod for crate::ConnSet {}
+    unsafe impl aya::Pod for crate::ConnTableKey {}
     unsafe impl aya::Pod for RingChunk {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for GlobalConfig {}

@@ -16,7 +16,7 @@ mod balancer;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer::{
     capture,
-    conntrack::{self, Lookup},
+    conntrack::{self, Lookup, Recorded},
     counters,
     maps::{CONFIG, ICMP_PROGS, VIP_ADDRS},
     select, vips,
@@ -125,7 +125,9 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     // entry holds its VIP's slot and mode, so the VIP's metadata is not read (a
     // removed VIP's backends are gone, which makes the entry stale). A SYN
     // is decided with its VIP's algorithm, in `choose`.
-    let found = if syn { Lookup::Miss } else { conntrack::lookup(&pkt.flow) };
+    // The flow's set in the table, found when first needed (null: not yet).
+    let set = if syn { core::ptr::null_mut() } else { conntrack::set_of(&pkt.flow) };
+    let found = if syn { Lookup::Miss } else { conntrack::lookup(set, &pkt.flow) };
     if let Lookup::Hit(id, backend, entry) = found {
         if !for_this_host(ctx) {
             return (PASS, stats::PASS_OTHER_HOST);
@@ -143,7 +145,7 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     if !for_this_host(ctx) {
         return (PASS, stats::PASS_OTHER_HOST);
     }
-    let chosen = choose(pkt, &meta, CLIENT, syn, found);
+    let chosen = choose(pkt, &meta, CLIENT, syn, found, set);
     send::<CLIENT>(ctx, pkt, bytes, meta.slot, meta.flags, chosen)
 }
 
@@ -235,6 +237,7 @@ fn choose(
     learn: bool,
     syn: bool,
     found: Lookup,
+    mut set: *mut lb_common::ConnSet,
 ) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
     // The flood guard is asked at most once per packet: here for such a SYN,
@@ -246,7 +249,10 @@ fn choose(
     let found = match (syn, hashed_syn && !guard_allows) {
         (false, _) => found,
         (true, true) => Lookup::Miss,
-        (true, false) => conntrack::lookup(&pkt.flow),
+        (true, false) => {
+            set = conntrack::set_of(&pkt.flow);
+            conntrack::lookup(set, &pkt.flow)
+        }
     };
     // An open entry the SYN may replace (null: none).
     let mut replaced: *mut lb_common::ConnEntry = core::ptr::null_mut();
@@ -299,8 +305,12 @@ fn choose(
     let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
     if !allowed {
         counters::stat(stats::CONNTRACK_GUARDED, 0);
-    } else if !conntrack::insert(&pkt.flow, id, backend, label(pkt, flow)) {
-        counters::stat(stats::CONNTRACK_FULL, 0);
+    } else {
+        match conntrack::insert(set, &pkt.flow, id, backend, label(pkt, flow)) {
+            Recorded::Yes => {}
+            Recorded::EvictedOpen => counters::stat(stats::CONNTRACK_EVICTED, 0),
+            Recorded::No => counters::stat(stats::CONNTRACK_FULL, 0),
+        }
     }
     counters::backend_flow(id);
     Ok((id, backend, flow))

@@ -23,3 +23,27 @@ pub fn fetch_or(word: *mut u64, bits: u64) -> u64 {
     }
     v
 }
+
+/// `*word += delta` atomically; returns the value before. Fetching atomics
+/// are fully ordered: the connection table's writers publish with it.
+#[inline(always)]
+pub fn fetch_add(word: *mut u64, delta: u64) -> u64 {
+    let mut v = delta;
+    // SAFETY: as in `add`.
+    unsafe {
+        core::arch::asm!("{0} = atomic_fetch_add((u64 *)({1} + 0), {0})", inout(reg) v, in(reg) word);
+    }
+    v
+}
+
+/// Sets `*word` to `new` if it holds `expected`; returns whether it did.
+/// Fully ordered (BPF_CMPXCHG always fetches).
+#[inline(always)]
+pub fn compare_exchange(word: *mut u64, expected: u64, new: u64) -> bool {
+    let mut found = expected;
+    // SAFETY: as in `add`. The instruction compares with and returns into r0.
+    unsafe {
+        core::arch::asm!("r0 = cmpxchg_64({w} + 0, r0, {n})", w = in(reg) word, n = in(reg) new, inout("r0") found);
+    }
+    found == expected
+}

@@ -1,14 +1,21 @@
-//! The connection table: an established flow keeps its backend whatever
-//! happens to the rings, as long as the backend itself is still present.
-//! Each entry also says whether its flow is still active (see `ConnEntry`).
+//! The connection table (`lb_common::conn`): an established flow keeps its
+//! backend whatever happens to the rings, as long as the backend itself is
+//! still present. Each entry also says whether its flow is still active
+//! (see `ConnEntry`).
 
-use lb_common::{Backend, CONN_F_CLOSED, CONN_LABEL_SHIFT, ConnEntry, FLOW_LABEL_MASK, FlowKey, types::seen_units};
+use core::ptr::{addr_of, addr_of_mut, null_mut, read_volatile};
+
+use lb_common::{
+    Backend, CONN_F_CLOSED, CONN_LABEL_SHIFT, CONN_WAYS, ConnEntry, ConnSet, ConnSlot, FLOW_LABEL_MASK, FlowKey,
+    conn::{eviction_rank, evicts_open_flow, same_flow, set_index},
+    types::seen_units,
+};
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 
 use super::{
     active, atomic,
-    maps::{CONNTRACK, FLOW_GUARD},
+    maps::{CONNTRACK, CONNTRACK_KEY, FLOW_GUARD},
     select,
 };
 
@@ -16,23 +23,73 @@ use super::{
 pub enum Lookup {
     /// Entry found and its backend is still the one it was assigned.
     Hit(u32, &'static Backend, *mut ConnEntry),
-    /// No entry.
+    /// No entry (or one a writer is changing at this moment).
     Miss,
     /// Entry found but its backend was removed (or its id reused).
     Stale,
 }
 
+/// What `insert` did.
+pub enum Recorded {
+    Yes,
+    /// Recorded in place of an open flow, the one idle longest in its set.
+    EvictedOpen,
+    /// Not recorded: another CPU is writing the set, or no key yet.
+    No,
+}
+
+/// The flow's set (null: the agent has not written the table's key).
 #[inline(always)]
-pub fn lookup(flow: &FlowKey) -> Lookup {
-    let Some(entry) = CONNTRACK.get_ptr_mut(flow) else {
-        return Lookup::Miss;
-    };
-    // SAFETY: a map value, valid for the program run.
-    let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
-    match select::backend(id) {
-        Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
-        _ => Lookup::Stale,
+pub fn set_of(flow: &FlowKey) -> *mut ConnSet {
+    let Some(key) = CONNTRACK_KEY.get(0) else { return null_mut() };
+    // 0 until the agent writes the key; under 32 the index would not fit.
+    if key.set_shift < 32 {
+        return null_mut();
     }
+    CONNTRACK.get_ptr_mut(set_index(flow, key)).unwrap_or_default()
+}
+
+/// Way `w` (< CONN_WAYS) of a set.
+#[inline(always)]
+fn way(set: *mut ConnSet, w: usize) -> *mut ConnSlot {
+    // SAFETY: `set` is a map value of CONN_WAYS slots and `w` is below that.
+    unsafe { addr_of_mut!((*set).slots).cast::<ConnSlot>().add(w) }
+}
+
+/// Keeps the compiler from moving the slot's plain reads across a reading
+/// of its sequence word (an asm block may touch any memory).
+#[inline(always)]
+fn barrier() {
+    // SAFETY: an empty asm block.
+    unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+}
+
+#[inline(always)]
+pub fn lookup(set: *mut ConnSet, flow: &FlowKey) -> Lookup {
+    if set.is_null() {
+        return Lookup::Miss;
+    }
+    for w in 0..CONN_WAYS {
+        let slot = way(set, w);
+        // SAFETY (this block): a map value, valid for the program run; the
+        // sequence word says whether the reads in between were consistent.
+        let seq = unsafe { read_volatile(addr_of!((*slot).seq)) };
+        barrier();
+        if !same_flow(unsafe { &(*slot).key }, flow) {
+            continue;
+        }
+        let entry = unsafe { addr_of_mut!((*slot).entry) };
+        let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
+        barrier();
+        if seq & 1 != 0 || unsafe { read_volatile(addr_of!((*slot).seq)) } != seq {
+            return Lookup::Miss;
+        }
+        return match select::backend(id) {
+            Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
+            _ => Lookup::Stale,
+        };
+    }
+    Lookup::Miss
 }
 
 /// Now on the clock of `ConnEntry::seen` (one load: the verifier inlines
@@ -92,16 +149,48 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
 }
 
 /// Records the flow's backend (counted active) and its IPv6 flow label
-/// (0 for IPv4); returns false if the table refused it.
+/// (0 for IPv4) in the way of its set that `eviction_rank` ranks first. An
+/// evicted open flow is not uncounted here: the agent's recount drops it
+/// (an idle one was already dropped).
 #[inline(always)]
-pub fn insert(flow: &FlowKey, id: u32, backend: &Backend, label: u32) -> bool {
-    let flags = (label & FLOW_LABEL_MASK) << CONN_LABEL_SHIFT;
-    let entry = ConnEntry { backend: id, epoch: backend.epoch, flags, seen: now_units() };
-    let recorded = CONNTRACK.insert(flow, &entry, 0).is_ok();
-    if recorded {
-        active::opened(id);
+pub fn insert(set: *mut ConnSet, flow: &FlowKey, id: u32, backend: &Backend, label: u32) -> Recorded {
+    if set.is_null() {
+        return Recorded::No;
     }
-    recorded
+    let now = now_units();
+    let (mut best, mut best_rank, mut best_seq) = (null_mut::<ConnSlot>(), 0u64, 0u64);
+    for w in 0..CONN_WAYS {
+        let slot = way(set, w);
+        // SAFETY (this block): a map value, valid for the program run; the
+        // claim below fails if the slot changed since `seq` was read.
+        let seq = unsafe { read_volatile(addr_of!((*slot).seq)) };
+        barrier();
+        if seq & 1 != 0 {
+            continue;
+        }
+        let (key, entry) = unsafe { (&(*slot).key, &(*slot).entry) };
+        let rank = eviction_rank(same_flow(key, flow), key.family, entry, now);
+        if rank > best_rank {
+            (best, best_rank, best_seq) = (slot, rank, seq);
+        }
+    }
+    if best.is_null() {
+        return Recorded::No;
+    }
+    // SAFETY: as above; between the claim and the release this CPU owns
+    // the slot.
+    let seq = unsafe { addr_of_mut!((*best).seq) };
+    if !atomic::compare_exchange(seq, best_seq, best_seq + 1) {
+        return Recorded::No;
+    }
+    let flags = (label & FLOW_LABEL_MASK) << CONN_LABEL_SHIFT;
+    unsafe {
+        (*best).key = *flow;
+        (*best).entry = ConnEntry { backend: id, epoch: backend.epoch, flags, seen: now };
+    }
+    atomic::fetch_add(seq, 1);
+    active::opened(id);
+    if evicts_open_flow(best_rank) { Recorded::EvictedOpen } else { Recorded::Yes }
 }
 
 /// The flood guard: whether this CPU may record one more new flow. At most

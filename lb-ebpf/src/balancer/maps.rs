@@ -3,15 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowGuard, FlowKey, GlobalConfig, MAX_BACKENDS, MAX_VIPS,
-    RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey, VipBucket, VipKey, VipMeta, stats,
+    Backend, CONN_WAYS, CONNTRACK_CAPACITY, ConnSet, ConnTableKey, Counters, FlowGuard, GlobalConfig, MAX_BACKENDS,
+    MAX_VIPS, RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey, VipBucket, VipKey, VipMeta, stats,
 };
 
-/// Per-CPU LRU lists (BPF_F_NO_COMMON_LRU) over one shared table.
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// The agent maps the connection table into its memory to walk it.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Every VIP: what the program reads for a VIP of a shared `VIP_TABLE`
 /// bucket, and what userspace reads back.
@@ -33,14 +33,18 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map(name = "RINGS")]
 pub static RINGS: Array<RingChunk> = Array::with_max_entries(RING_MAP_ENTRIES, 0);
 
-/// The connection table. One table shared by all CPUs rather than one per
-/// CPU: a flow whose packets change RX queue (RSS re-steering, a NIC
-/// reconfigured, an ECMP rehash upstream) still finds its entry, and the
-/// agent reads a single map for status and tracing. Per-CPU LRU lists keep
-/// the LRU bookkeeping free of a global lock.
+/// The connection table (`lb_common::conn`): sets of `CONN_WAYS` slots.
+/// One table shared by all CPUs rather than one per CPU: a flow whose
+/// packets change RX queue (RSS re-steering, a NIC reconfigured, an ECMP
+/// rehash upstream) still finds its entry, and the agent reads a single
+/// map for status and tracing. Mappable, which also page-aligns it: each
+/// slot is one cache line.
 #[map(name = "CONNTRACK")]
-pub static CONNTRACK: LruHashMap<FlowKey, ConnEntry> =
-    LruHashMap::with_max_entries(CONNTRACK_CAPACITY, BPF_F_NO_COMMON_LRU);
+pub static CONNTRACK: Array<ConnSet> = Array::with_max_entries(CONNTRACK_CAPACITY / CONN_WAYS as u32, BPF_F_MMAPABLE);
+
+/// The table's hash key and size, written by the agent that created it.
+#[map(name = "CONNTRACK_KEY")]
+pub static CONNTRACK_KEY: Array<ConnTableKey> = Array::with_max_entries(1, 0);
 
 /// Cold paths entered by tail call (ICMP, too-big answers): each gets its
 /// own 512-byte stack. Filled by the agent when it loads the programs.

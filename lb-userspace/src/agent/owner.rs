@@ -297,9 +297,10 @@ impl Owner {
     }
 
     /// Starts a recount of active connections (see `dataplane::active`) on
-    /// a blocking thread, unless one is still running: a walk of a full
-    /// table takes about half a second, which requests should not wait for.
-    fn start_recount(&mut self, done: &mpsc::Sender<std::io::Result<Counted>>) {
+    /// a blocking thread, unless one is still running: a walk reads every
+    /// slot of the table (64 MiB by default), which requests should not
+    /// wait for.
+    fn start_recount(&mut self, done: &mpsc::Sender<Counted>) {
         if self.recount_running {
             return;
         }
@@ -316,11 +317,9 @@ impl Owner {
     }
 
     /// Overwrites the active-connection counters with the recount's.
-    fn finish_recount(&mut self, counted: std::io::Result<Counted>) {
+    fn finish_recount(&mut self, counted: Counted) {
         self.recount_running = false;
-        let written =
-            counted.map_err(|e| e.to_string()).and_then(|c| self.dp.finish_recount(c).map_err(|e| e.to_string()));
-        match written {
+        match self.dp.finish_recount(counted) {
             Ok(report) => {
                 self.recounts += 1;
                 self.last_recount = Some(report);

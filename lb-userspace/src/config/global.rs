@@ -69,8 +69,9 @@ pub const IDLE_TIMEOUT_S_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
 /// legitimate new connections, far below what a SYN flood brings.
 pub const DEFAULT_NEW_FLOW_LIMIT: u32 = 250_000;
 
-/// `global.conntrack_capacity`: at least a few entries per CPU's LRU list,
-/// at most 2^24 (about 1.7 GB of kernel memory).
+/// `global.conntrack_capacity`: a power of two (the table is indexed by the
+/// top bits of a hash), from 1024 to 2^24 (1 GiB of kernel memory at 64
+/// bytes an entry).
 pub const CONNTRACK_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 1024..=1 << 24;
 
 /// What to do with a packet that encapsulation would make larger than the MTU.
@@ -153,6 +154,13 @@ pub(super) fn validate(g: RawGlobal) -> Result<Global, ConfigError> {
     in_range("global.tcp_idle_timeout_s", global.tcp_idle_timeout_s, &IDLE_TIMEOUT_S_RANGE)?;
     in_range("global.udp_idle_timeout_s", global.udp_idle_timeout_s, &IDLE_TIMEOUT_S_RANGE)?;
     in_range("global.conntrack_capacity", global.conntrack_capacity, &CONNTRACK_CAPACITY_RANGE)?;
+    if !global.conntrack_capacity.is_power_of_two() {
+        let below = 1u32 << (31 - global.conntrack_capacity.leading_zeros());
+        return Err(invalid(
+            "global.conntrack_capacity",
+            format!("{} must be a power of two, such as {below} or {}", global.conntrack_capacity, below * 2),
+        ));
+    }
     if let Some(mtu) = global.mtu {
         in_range("global.mtu", mtu, &MTU_RANGE)?;
     }

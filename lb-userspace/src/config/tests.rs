@@ -263,7 +263,7 @@ fn least_connections_is_bounded_and_counting_keys_have_defaults() {
 }
 
 #[test]
-fn conntrack_capacity_has_a_default_and_a_range() {
+fn conntrack_capacity_has_a_default_a_range_and_is_a_power_of_two() {
     let c = Config::from_toml_str(GOOD).unwrap();
     assert_eq!(c.global.conntrack_capacity, lb_common::CONNTRACK_CAPACITY);
     let small = GOOD.replace("[global]\n", "[global]\nconntrack_capacity = 65536\n");
@@ -273,4 +273,6 @@ fn conntrack_capacity_has_a_default_and_a_range() {
         assert!(e.starts_with("global.conntrack_capacity: "), "{bad}: {e}");
         assert!(e.contains("must be from 1024 to 16777216"), "{e}");
     }
+    let e = err(&GOOD.replace("[global]\n", "[global]\nconntrack_capacity = 100000\n"));
+    assert!(e.contains("100000 must be a power of two, such as 65536 or 131072"), "{e}");
 }

@@ -2,8 +2,8 @@
 //!
 //! The program keeps `BACKEND_ACTIVE` up to date on its own (+1 when a flow
 //! is recorded, -1 on the client's first FIN or RST), but it never sees a
-//! flow end silently: UDP, a TCP flow whose FIN it missed, an entry the LRU
-//! evicted. So the agent periodically walks `CONNTRACK`, counts per backend
+//! flow end silently: UDP, a TCP flow whose FIN it missed, an entry a new
+//! flow evicted. So the agent periodically walks `CONNTRACK`, counts per backend
 //! the entries that are current (backend id and epoch still valid), not
 //! closed and seen within their protocol's idle timeout, and overwrites the
 //! counters with that. Flows opened while the walk runs and counted by the
@@ -11,12 +11,10 @@
 //! (at most the new-flow rate times the walk time).
 
 use std::{
-    io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use aya::maps::{Map, MapData};
 use lb_common::{
     CONN_F_CLOSED, ConnEntry, FlowKey, MAX_BACKENDS,
     consts::maps,
@@ -24,7 +22,7 @@ use lb_common::{
     types::{seen_units, units_covering},
 };
 
-use super::{Dataplane, DataplaneError, Result, array, map_err};
+use super::{Dataplane, Result, array, conntrack::ConnTable, map_err};
 
 /// Idle timeouts of the count, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +65,10 @@ pub fn counts(key: &FlowKey, entry: &ConnEntry, epoch: Option<u32>, now: u32, id
 }
 
 /// A recount prepared by the owner of the maps, to run on any thread: it
-/// holds its own descriptor of the connection table and a snapshot of the
-/// backend epochs, so the walk does not hold up the owner.
+/// holds the mapped connection table and a snapshot of the backend epochs,
+/// so the walk does not hold up the owner.
 pub struct Recount {
-    table: OwnedFd,
+    table: Arc<ConnTable>,
     /// Current epoch per backend id in use, indexed by id.
     epochs: Vec<Option<u32>>,
     idle: IdleUnits,
@@ -88,19 +86,19 @@ pub struct Counted {
 }
 
 impl Recount {
-    /// Walks the table (the slow part: about 0.45 us per entry).
-    pub fn run(self) -> io::Result<Counted> {
+    /// Walks the whole table (the slow part: it reads every slot).
+    pub fn run(self) -> Counted {
         let (epochs, idle, now) = (self.epochs, self.idle, self.now);
         let mut active = vec![0u64; epochs.len()];
         let mut entries = 0u64;
-        walk(self.table.as_fd(), |key, entry| {
+        self.table.for_each(|key, entry| {
             entries += 1;
             let id = entry.backend as usize;
             if id < epochs.len() && counts(key, entry, epochs[id], now, idle) {
                 active[id] += 1;
             }
-        })?;
-        Ok(Counted { epochs, active, entries, started: self.started })
+        });
+        Counted { epochs, active, entries, started: self.started }
     }
 }
 
@@ -108,7 +106,7 @@ impl Dataplane {
     /// Recounts active connections and overwrites `BACKEND_ACTIVE` of every
     /// backend in use, on this thread.
     pub fn reconcile_active(&mut self, idle: IdleTimeouts) -> Result<ActiveReport> {
-        let counted = self.prepare_recount(idle)?.run().map_err(walk_error)?;
+        let counted = self.prepare_recount(idle)?.run();
         self.finish_recount(counted)
     }
 
@@ -124,7 +122,7 @@ impl Dataplane {
         for id in self.applied.backends.values() {
             epochs[*id as usize] = Some(self.applied.epochs.get(id).copied().unwrap_or(0));
         }
-        let table = self.conntrack_data()?.fd().as_fd().try_clone_to_owned().map_err(walk_error)?;
+        let table = self.conn_table()?;
         Ok(Recount { table, epochs, idle, now, started })
     }
 
@@ -142,84 +140,6 @@ impl Dataplane {
             }
         }
         Ok(ActiveReport { entries: counted.entries, active: total, took: counted.started.elapsed() })
-    }
-
-    /// Entries the connection table was created with.
-    pub fn conntrack_capacity(&self) -> Result<u32> {
-        Ok(self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries())
-    }
-
-    fn conntrack_data(&self) -> Result<&MapData> {
-        match self.ebpf.map(maps::CONNTRACK) {
-            Some(Map::LruHashMap(data) | Map::HashMap(data)) => Ok(data),
-            _ => Err(DataplaneError::MissingMap(maps::CONNTRACK)),
-        }
-    }
-}
-
-fn walk_error(e: io::Error) -> DataplaneError {
-    map_err(maps::CONNTRACK)(aya::maps::MapError::SyscallError(syscall_error("map_lookup_batch", e)))
-}
-
-fn syscall_error(call: &'static str, io_error: io::Error) -> aya::sys::SyscallError {
-    aya::sys::SyscallError { call, io_error }
-}
-
-/// `union bpf_attr` for the BPF_MAP_*_BATCH commands.
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries fetched per system call.
-const BATCH: usize = 8192;
-
-/// Calls `f` for every entry of the connection table, `BATCH` entries per
-/// system call (BPF_MAP_LOOKUP_BATCH; a hash map's batch cursor is a u32
-/// bucket index). Entries added or removed during the walk may be missed or
-/// seen once more, as with any walk of a live hash map.
-fn walk(fd: BorrowedFd<'_>, mut f: impl FnMut(&FlowKey, &ConnEntry)) -> io::Result<()> {
-    let mut keys = vec![FlowKey::default(); BATCH];
-    let mut values = vec![ConnEntry::default(); BATCH];
-    let (mut cursor_in, mut cursor_out) = (0u32, 0u32);
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &cursor_in as *const u32 as u64 },
-            out_batch: &mut cursor_out as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the attribute points to live buffers of BATCH keys and
-        // values and to the two cursors; the kernel writes no more than that.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, size_of::<BatchAttr>())
-        };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        // The kernel sets `count` to the entries copied, also with ENOENT.
-        let n = (attr.count as usize).min(BATCH);
-        for (k, v) in keys[..n].iter().zip(&values[..n]) {
-            f(k, v);
-        }
-        match error {
-            None => {}
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(e) => return Err(e),
-        }
-        cursor_in = cursor_out;
-        first = false;
     }
 }
 

@@ -27,6 +27,7 @@ use lb_common::{
 mod active;
 mod capture;
 mod clock;
+mod conntrack;
 mod pin;
 mod query;
 mod tables;
@@ -35,6 +36,7 @@ mod vip_table;
 use vip_table::bucket_of;
 
 pub use active::{ActiveReport, Counted, IdleTimeouts, IdleUnits, Recount};
+pub use conntrack::ConnTable;
 pub use pin::PinError;
 pub use query::{BackendTraffic, Trace};
 
@@ -124,6 +126,8 @@ pub struct Dataplane {
     /// The clocks when the data path was loaded: the first reading of the
     /// HZ calibration (see `clock`).
     clock_origin: Option<lb_common::ClockSample>,
+    /// The connection table, mapped on first use (see `conntrack`).
+    conn_table: std::sync::OnceLock<std::sync::Arc<ConnTable>>,
 }
 
 impl Dataplane {
@@ -134,10 +138,11 @@ impl Dataplane {
     }
 
     /// [`Dataplane::load`] with a connection table of `conntrack_capacity`
-    /// entries (`global.conntrack_capacity`; the benchmark compares sizes).
+    /// entries (`global.conntrack_capacity`, a power of two; the benchmark
+    /// compares sizes).
     pub fn load_sized(conntrack_capacity: u32) -> Result<Dataplane> {
         let ebpf = aya::EbpfLoader::new()
-            .map_max_entries(maps::CONNTRACK, conntrack_capacity)
+            .map_max_entries(maps::CONNTRACK, conntrack_capacity / lb_common::CONN_WAYS as u32)
             .load(crate::objects::BALANCER)?;
         Self::from_loaded(ebpf, None)
     }
@@ -148,11 +153,15 @@ impl Dataplane {
         Self::from_loaded(Ebpf::load(object)?, None)
     }
 
-    /// Loads the programs of a loaded object and takes the first reading of
-    /// the HZ calibration (see `clock`); nothing applied yet.
+    /// Loads the programs of a loaded object, gives a new connection table
+    /// its key and takes the first reading of the HZ calibration (see
+    /// `clock`); nothing applied yet.
     fn from_loaded(mut ebpf: Ebpf, pins: Option<pin::Pins>) -> Result<Dataplane> {
         load_programs(&mut ebpf)?;
-        Ok(Dataplane { ebpf, applied: Applied::default(), pins, clock_origin: None }.with_clock_origin())
+        let mut dp =
+            Dataplane { ebpf, applied: Applied::default(), pins, clock_origin: None, conn_table: Default::default() };
+        dp.ensure_conntrack_key()?;
+        Ok(dp.with_clock_origin())
     }
 
     /// Attaches the balancer to an interface; detached when `self` is dropped.

@@ -20,9 +20,9 @@ use aya::{
     },
 };
 use lb_common::{
-    BACKEND_F_PRESENT, Backend, CONNTRACK_CAPACITY, ConnEntry, Counters, FlowKey, GlobalConfig, LAYOUT_VERSION,
-    MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey, VipBucket, VipKey,
-    VipMeta,
+    BACKEND_F_PRESENT, Backend, CONN_WAYS, CONNTRACK_CAPACITY, ConnSet, ConnTableKey, Counters, GlobalConfig,
+    LAYOUT_VERSION, MAX_BACKENDS, MAX_VIPS, RING_LANES, RING_MAP_ENTRIES, RingChunk, VIP_TABLE_BUCKETS, VipAddrKey,
+    VipBucket, VipKey, VipMeta,
     capture::{CAPTURE_RING_BYTES, CaptureConfig, CaptureState},
     consts::{maps, progs},
     ring_chunk_index, stats,
@@ -67,13 +67,15 @@ impl Pins {
 }
 
 /// Every map the balancer pins: (name, key size, value size, max entries).
-const PINNED_MAPS: [(&str, usize, usize, u32); 17] = [
+const PINNED_MAPS: [(&str, usize, usize, u32); 18] = [
     (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), MAX_VIPS),
     (maps::VIP_ADDRS, size_of::<VipAddrKey>(), size_of::<u32>(), MAX_VIPS),
     (maps::VIP_TABLE, 4, size_of::<VipBucket>(), VIP_TABLE_BUCKETS),
     (maps::BACKENDS, 4, size_of::<Backend>(), MAX_BACKENDS),
     (maps::RINGS, 4, size_of::<RingChunk>(), RING_MAP_ENTRIES),
-    (maps::CONNTRACK, size_of::<FlowKey>(), size_of::<ConnEntry>(), CONNTRACK_CAPACITY),
+    // Its entries are sets of CONN_WAYS flows; its size is checked by its own rule.
+    (maps::CONNTRACK, 4, size_of::<ConnSet>(), CONNTRACK_CAPACITY / CONN_WAYS as u32),
+    (maps::CONNTRACK_KEY, 4, size_of::<ConnTableKey>(), 1),
     (maps::CONFIG, 4, size_of::<GlobalConfig>(), 1),
     (maps::STATS, 4, size_of::<Counters>(), stats::COUNT),
     (maps::VIP_STATS, 4, size_of::<Counters>(), MAX_VIPS),
@@ -119,13 +121,12 @@ impl Dataplane {
             let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
             let found = (info.key_size() as usize, info.value_size() as usize, info.max_entries());
             if name == maps::CONNTRACK && (found.0, found.1) == (key, value) {
+                let found = found.2 * CONN_WAYS as u32;
                 match conntrack_capacity {
-                    Some(wanted) if wanted != found.2 => {
-                        return Err(
-                            PinError::Capacity { path: path.display().to_string(), found: found.2, wanted }.into()
-                        );
+                    Some(wanted) if wanted != found => {
+                        return Err(PinError::Capacity { path: path.display().to_string(), found, wanted }.into());
                     }
-                    _ => capacity = found.2,
+                    _ => capacity = found,
                 }
                 continue;
             }
@@ -138,7 +139,7 @@ impl Dataplane {
             }
         }
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(maps::CONNTRACK, capacity);
+        loader.map_max_entries(maps::CONNTRACK, capacity / CONN_WAYS as u32);
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (m.0, dir.join(m.0))).collect();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());

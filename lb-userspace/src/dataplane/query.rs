@@ -88,14 +88,12 @@ impl Dataplane {
         } else {
             self.present_backend(id as u32, None)?
         };
-        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
-        let (conntrack_backend, conntrack_stale, conntrack_open) = match table.get(flow, 0) {
-            Ok(e) => match self.present_backend(e.backend, Some(e.epoch))? {
+        let (conntrack_backend, conntrack_stale, conntrack_open) = match self.conntrack_entry(flow)? {
+            Some(e) => match self.present_backend(e.backend, Some(e.epoch))? {
                 Some(addr) => (Some(addr), false, e.flags & CONN_F_CLOSED == 0),
                 None => (None, true, false),
             },
-            Err(MapError::KeyNotFound) => (None, false, false),
-            Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
+            None => (None, false, false),
         };
         Ok(Some(Trace {
             algorithm,
@@ -113,11 +111,9 @@ impl Dataplane {
 
     /// The backend of a flow's connection-table entry, if it is still valid.
     pub fn conntrack_backend(&self, flow: &FlowKey) -> Result<Option<IpAddr>> {
-        let table = self.hash_map_ro::<FlowKey, lb_common::ConnEntry>(maps::CONNTRACK)?;
-        match table.get(flow, 0) {
-            Ok(e) => self.present_backend(e.backend, Some(e.epoch)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(maps::CONNTRACK)(e)),
+        match self.conntrack_entry(flow)? {
+            Some(e) => self.present_backend(e.backend, Some(e.epoch)),
+            None => Ok(None),
         }
     }
 

@@ -295,7 +295,7 @@ impl Guard {
 pub fn run(dp: &mut Dataplane, budget: &Budget, report: &mut Report) -> Result<()> {
     let cpu = sys::bench_cpu();
     // Pinned: the kernel runs the program on the calling CPU, and the
-    // connection table keeps per-CPU LRU lists.
+    // flood guard's budget and the counters are per CPU.
     std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             sys::pin_to_cpu(cpu)?;
