@@ -222,9 +222,8 @@ mod tests {
                 .map(|i| v4(u32::from_be_bytes([198, 19, (i >> 12) as u8, (i >> 4) as u8]), 1024 + (i & 15) as u16))
                 .collect()
         };
-        let clients = |n: u32| -> Vec<FlowKey> {
-            (0..n).map(|i| v4(0xc612_0000 + (i >> 6), 32768 + (i & 63) as u16)).collect()
-        };
+        let clients =
+            |n: u32| -> Vec<FlowKey> { (0..n).map(|i| v4(0xc612_0000 + (i >> 6), 32768 + (i & 63) as u16)).collect() };
         for seed in 0..6 {
             let key = key(seed, sets);
             for n in [250_000u32, 500_000] {
@@ -263,7 +262,9 @@ mod tests {
             let walk: Vec<FlowKey> = (0..1u32 << 16)
                 .map(|i| v4(u32::from_be_bytes([198, 19, (i >> 12) as u8, (i >> 4) as u8]), 1024 + (i & 15) as u16))
                 .collect();
-            for (name, flows) in [("ports", &ports), ("clients", &clients), ("grid", &grid), ("v6", &v6), ("walk", &walk)] {
+            for (name, flows) in
+                [("ports", &ports), ("clients", &clients), ("grid", &grid), ("v6", &v6), ("walk", &walk)]
+            {
                 let (max, avg) = spread(flows, &key);
                 assert!(avg == 4.0 && max <= 16, "{name} with key {seed}: fullest set {max}");
             }
