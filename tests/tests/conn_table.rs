@@ -219,3 +219,11 @@ impl Drop for PinDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn a_table_size_that_is_not_a_power_of_two_is_refused_before_loading() {
+    for bad in [100_000, 512, 1 << 25] {
+        let e = Dataplane::load_sized(bad).err().expect("refused").to_string();
+        assert!(e.contains(&format!("{bad} entries")) && e.contains("power of two"), "{e}");
+    }
+}

@@ -133,6 +133,9 @@ impl Dataplane {
     /// size; keeps the key of an adopted table, which must be for its size.
     pub(super) fn ensure_conntrack_key(&mut self) -> Result<()> {
         let sets = self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries();
+        if !sets.is_power_of_two() {
+            return Err(DataplaneError::Capacity(sets.saturating_mul(CONN_WAYS as u32)));
+        }
         let mut keys = array::<ConnTableKey>(&mut self.ebpf, maps::CONNTRACK_KEY)?;
         let key = keys.get(&0, 0).map_err(map_err(maps::CONNTRACK_KEY))?;
         if key.sets() == sets {

@@ -56,6 +56,10 @@ pub enum DataplaneError {
     Full { what: &'static str, limit: u32 },
     #[error(transparent)]
     Pin(#[from] PinError),
+    #[error(
+        "a connection table of {0} entries: it must be a power of two from 1024 to 16777216 (global.conntrack_capacity)"
+    )]
+    Capacity(u32),
 }
 
 pub(crate) type Result<T> = std::result::Result<T, DataplaneError>;
@@ -141,6 +145,11 @@ impl Dataplane {
     /// entries (`global.conntrack_capacity`, a power of two; the benchmark
     /// compares sizes).
     pub fn load_sized(conntrack_capacity: u32) -> Result<Dataplane> {
+        if !(conntrack_capacity.is_power_of_two()
+            && crate::config::CONNTRACK_CAPACITY_RANGE.contains(&conntrack_capacity))
+        {
+            return Err(DataplaneError::Capacity(conntrack_capacity));
+        }
         let ebpf = aya::EbpfLoader::new()
             .map_max_entries(maps::CONNTRACK, conntrack_capacity / lb_common::CONN_WAYS as u32)
             .load(crate::objects::BALANCER)?;
