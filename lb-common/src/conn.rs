@@ -55,6 +55,8 @@ pub struct ConnTableKey {
     /// 64 - log2(sets): the index is the hash's top bits. 0 until the agent
     /// writes the key; the program then records nothing.
     pub set_shift: u32,
+    /// Always 0. The program adds it to a way's index, which hides the
+    /// index from the verifier (see the program's `conntrack::Set`).
     pub _pad: u32,
 }
 

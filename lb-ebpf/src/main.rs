@@ -125,8 +125,8 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     // entry holds its VIP's slot and mode, so the VIP's metadata is not read (a
     // removed VIP's backends are gone, which makes the entry stale). A SYN
     // is decided with its VIP's algorithm, in `choose`.
-    // The flow's set in the table, found when first needed (null: not yet).
-    let set = if syn { core::ptr::null_mut() } else { conntrack::set_of(&pkt.flow) };
+    // The flow's set in the table, found when first needed.
+    let set = if syn { conntrack::Set::NONE } else { conntrack::set_of(&pkt.flow) };
     let found = if syn { Lookup::Miss } else { conntrack::lookup(set, &pkt.flow) };
     if let Lookup::Hit(id, backend, entry) = found {
         if !for_this_host(ctx) {
@@ -237,7 +237,7 @@ fn choose(
     learn: bool,
     syn: bool,
     found: Lookup,
-    mut set: *mut lb_common::ConnSet,
+    mut set: conntrack::Set,
 ) -> Result<(u32, &'static Backend, Option<u32>), u32> {
     let per_instance = meta.algorithm == ALGO_ROUND_ROBIN || meta.algorithm == ALGO_LEAST_CONN;
     // The flood guard is asked at most once per packet: here for such a SYN,

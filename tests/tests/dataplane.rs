@@ -114,3 +114,25 @@ fn the_connection_table_has_the_configured_size_and_a_pinned_one_keeps_its_own()
     dp.detach_and_unpin().unwrap();
     assert!(std::fs::read_dir(&dir.0).unwrap().next().is_none(), "pins left behind");
 }
+
+/// The verifier walks every path of the balancer, and the connection
+/// table's unrolled ways multiply them: 73,000 instructions processed with
+/// the kernel's LRU map, 380,000 with four ways (288,000 once the way a
+/// scan ends on is opaque to the verifier, `conntrack::Set::opaque`), and
+/// eight ways went past the kernel's limit of 1,000,000. Half the limit
+/// leaves room for the next change; this fails first when a change eats it.
+#[test]
+fn the_balancer_verifies_with_half_the_kernels_budget_to_spare() {
+    if !is_root() {
+        eprintln!("skipped: needs root for BPF");
+        return;
+    }
+    let dp = Dataplane::load().unwrap();
+    let info = dp.balancer().info().unwrap();
+    let Some(processed) = info.verified_instruction_count() else {
+        eprintln!("skipped: this kernel does not report verified instructions");
+        return;
+    };
+    println!("lb_balancer: {processed} instructions processed by the verifier");
+    assert!(processed < 500_000, "{processed} of the verifier's 1,000,000");
+}

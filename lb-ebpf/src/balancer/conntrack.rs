@@ -38,15 +38,38 @@ pub enum Recorded {
     No,
 }
 
-/// The flow's set (null: the agent has not written the table's key).
+/// A flow's set in the table.
+#[derive(Clone, Copy)]
+pub struct Set {
+    /// Null: the agent has not written the table's key (or not looked yet).
+    ptr: *mut ConnSet,
+    /// `ConnTableKey::_pad`: always 0, unknown to the verifier (see `opaque`).
+    zero: usize,
+}
+
+impl Set {
+    /// No set (yet).
+    pub const NONE: Set = Set { ptr: null_mut(), zero: 0 };
+
+    /// A way's index as the verifier cannot know it. A scan that ends on
+    /// way 0, 1, 2 or 3 would otherwise leave a different verifier state
+    /// for each, and everything after the scan would be verified once per
+    /// way (it multiplied the instructions the verifier walks by five).
+    #[inline(always)]
+    fn opaque(self, w: usize) -> usize {
+        (w + self.zero) & (CONN_WAYS - 1)
+    }
+}
+
+/// The flow's set (`Set::NONE` without a key).
 #[inline(always)]
-pub fn set_of(flow: &FlowKey) -> *mut ConnSet {
-    let Some(key) = CONNTRACK_KEY.get(0) else { return null_mut() };
+pub fn set_of(flow: &FlowKey) -> Set {
+    let Some(key) = CONNTRACK_KEY.get(0) else { return Set::NONE };
     // 0 until the agent writes the key; under 32 the index would not fit.
     if key.set_shift < 32 {
-        return null_mut();
+        return Set::NONE;
     }
-    CONNTRACK.get_ptr_mut(set_index(flow, key)).unwrap_or_default()
+    Set { ptr: CONNTRACK.get_ptr_mut(set_index(flow, key)).unwrap_or_default(), zero: key._pad as usize }
 }
 
 /// Way `w` (< CONN_WAYS) of a set.
@@ -65,31 +88,37 @@ fn barrier() {
 }
 
 #[inline(always)]
-pub fn lookup(set: *mut ConnSet, flow: &FlowKey) -> Lookup {
-    if set.is_null() {
+pub fn lookup(set: Set, flow: &FlowKey) -> Lookup {
+    if set.ptr.is_null() {
         return Lookup::Miss;
     }
+    let (mut hit, mut hit_seq) = (CONN_WAYS, 0u64);
     for w in 0..CONN_WAYS {
-        let slot = way(set, w);
+        let slot = way(set.ptr, w);
         // SAFETY (this block): a map value, valid for the program run; the
-        // sequence word says whether the reads in between were consistent.
+        // sequence word says whether the reads up to its second reading
+        // were consistent.
         let seq = unsafe { read_volatile(addr_of!((*slot).seq)) };
         barrier();
-        if !same_flow(unsafe { &(*slot).key }, flow) {
-            continue;
+        if same_flow(unsafe { &(*slot).key }, flow) {
+            (hit, hit_seq) = (w, seq);
+            break;
         }
-        let entry = unsafe { addr_of_mut!((*slot).entry) };
-        let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
-        barrier();
-        if seq & 1 != 0 || unsafe { read_volatile(addr_of!((*slot).seq)) } != seq {
-            return Lookup::Miss;
-        }
-        return match select::backend(id) {
-            Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
-            _ => Lookup::Stale,
-        };
     }
-    Lookup::Miss
+    if hit >= CONN_WAYS {
+        return Lookup::Miss;
+    }
+    let slot = way(set.ptr, set.opaque(hit));
+    let entry = unsafe { addr_of_mut!((*slot).entry) };
+    let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
+    barrier();
+    if hit_seq & 1 != 0 || unsafe { read_volatile(addr_of!((*slot).seq)) } != hit_seq {
+        return Lookup::Miss;
+    }
+    match select::backend(id) {
+        Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
+        _ => Lookup::Stale,
+    }
 }
 
 /// Now on the clock of `ConnEntry::seen` (one load: the verifier inlines
@@ -153,14 +182,14 @@ pub fn close(entry: *mut ConnEntry, id: u32) {
 /// evicted open flow is not uncounted here: the agent's recount drops it
 /// (an idle one was already dropped).
 #[inline(always)]
-pub fn insert(set: *mut ConnSet, flow: &FlowKey, id: u32, backend: &Backend, label: u32) -> Recorded {
-    if set.is_null() {
+pub fn insert(set: Set, flow: &FlowKey, id: u32, backend: &Backend, label: u32) -> Recorded {
+    if set.ptr.is_null() {
         return Recorded::No;
     }
     let now = now_units();
-    let (mut best, mut best_rank, mut best_seq) = (null_mut::<ConnSlot>(), 0u64, 0u64);
+    let (mut best, mut best_rank, mut best_seq) = (CONN_WAYS, 0u64, 0u64);
     for w in 0..CONN_WAYS {
-        let slot = way(set, w);
+        let slot = way(set.ptr, w);
         // SAFETY (this block): a map value, valid for the program run; the
         // claim below fails if the slot changed since `seq` was read.
         let seq = unsafe { read_volatile(addr_of!((*slot).seq)) };
@@ -171,12 +200,13 @@ pub fn insert(set: *mut ConnSet, flow: &FlowKey, id: u32, backend: &Backend, lab
         let (key, entry) = unsafe { (&(*slot).key, &(*slot).entry) };
         let rank = eviction_rank(same_flow(key, flow), key.family, entry, now);
         if rank > best_rank {
-            (best, best_rank, best_seq) = (slot, rank, seq);
+            (best, best_rank, best_seq) = (w, rank, seq);
         }
     }
-    if best.is_null() {
+    if best >= CONN_WAYS {
         return Recorded::No;
     }
+    let best = way(set.ptr, set.opaque(best));
     // SAFETY: as above; between the claim and the release this CPU owns
     // the slot.
     let seq = unsafe { addr_of_mut!((*best).seq) };
