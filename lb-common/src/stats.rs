@@ -64,8 +64,9 @@ stats! {
     /// A VIP packet in a frame addressed to another host's MAC: passed (the
     /// kernel drops it), never forwarded twice.
     PASS_OTHER_HOST = 21, "pass_other_host";
-    /// A new flow's entry replaced an open flow's, the one idle longest in
-    /// its set: the table is too small for the flows it holds (an evicted
+    /// A new flow's entry replaced that of a flow not closed by FIN or RST
+    /// (UDP flows never are), the one idle longest in its set. Many of them
+    /// while the table holds live flows: the table is too small (an evicted
     /// flow's next packet is re-picked from the ring).
     CONNTRACK_EVICTED = 22, "conntrack_evicted";
 }

@@ -400,7 +400,14 @@ fn status_text(s: &StatusView, now_ms: u64) -> String {
     );
     if let Some(r) = s.active_recount.as_ref().filter(|r| r.capacity > 0) {
         let held = if r.recounts > 0 { format!("{} of ", r.entries) } else { String::new() };
-        out.push_str(&format!("connection table: {held}{} entries\n", r.capacity));
+        out.push_str(&format!("connection table: {held}{} entries", r.capacity));
+        // Counted by the program since it was loaded (`conntrack_evicted`).
+        match s.counters.get("conntrack_evicted") {
+            Some(&n) if n > 0 => out.push_str(&format!(
+                "; {n} entries of flows not closed taken by new flows (see global.conntrack_capacity)\n"
+            )),
+            _ => out.push('\n'),
+        }
     }
     if let Some(b) = &s.bgp {
         out.push_str(&bgp::text(b, now_ms));

@@ -115,6 +115,20 @@ fn human_status_shows_the_agent_check() {
 }
 
 #[test]
+fn status_says_when_new_flows_take_open_flows_entries() {
+    let mut s = view();
+    s.counters.insert("conntrack_evicted".into(), 56);
+    let text = status_text(&s, 1_000_000);
+    assert!(
+        text.contains(
+            "connection table: 1234 of 1048576 entries; 56 entries of flows not closed taken by new flows (see \
+             global.conntrack_capacity)\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn human_status() {
     let text = status_text(&view(), 1_000_000 + 6000 + 75_000);
     println!("{text}");
