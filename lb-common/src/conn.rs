@@ -75,9 +75,16 @@ impl ConnTableKey {
         ConnTableKey { words, mix, set_shift: 64 - sets.trailing_zeros(), _pad: 0 }
     }
 
-    /// Sets of the table this key was made for (0: no key yet).
+    /// Sets of the table this key was made for (0: no key yet, or not a
+    /// key this code could have made).
     pub fn sets(&self) -> u32 {
-        if self.set_shift == 0 || self.set_shift > 64 { 0 } else { 1u32 << (64 - self.set_shift) }
+        if (33..=64).contains(&self.set_shift) { 1u32 << (64 - self.set_shift) } else { 0 }
+    }
+
+    /// Whether this could be a key `new` made: `mix` odd, `_pad` 0 (the
+    /// program adds it to way indices), a size in range.
+    pub fn is_well_formed(&self) -> bool {
+        self.mix & 1 == 1 && self._pad == 0 && self.sets() != 0
     }
 }
 
@@ -282,6 +289,13 @@ mod tests {
         assert_eq!((a.sets(), ConnTableKey::default().sets()), (1 << 18, 0));
         assert_eq!(key(3, 256).set_shift, 56);
         assert!(a.mix & 1 == 1);
+        // What the agent accepts from a pinned table.
+        assert!(a.is_well_formed() && !ConnTableKey::default().is_well_formed());
+        assert!(!ConnTableKey { _pad: 1, ..a }.is_well_formed(), "a non-zero pad would shift way indices");
+        assert!(!ConnTableKey { mix: a.mix & !1, ..a }.is_well_formed());
+        for shift in [1, 14, 32, 65] {
+            assert_eq!(ConnTableKey { set_shift: shift, ..a }.sets(), 0, "set_shift {shift}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod balancer;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use balancer::{
     capture,
-    conntrack::{self, Lookup, Recorded},
+    conntrack::{self, Found, Lookup, Recorded},
     counters,
     maps::{CONFIG, ICMP_PROGS, VIP_ADDRS},
     select, vips,
@@ -128,15 +128,15 @@ fn balance_flow<const CLIENT: bool>(ctx: &XdpContext, pkt: &Packet, bytes: u64) 
     // The flow's set in the table, found when first needed.
     let set = if syn { conntrack::Set::NONE } else { conntrack::set_of(&pkt.flow) };
     let found = if syn { Lookup::Miss } else { conntrack::lookup(set, &pkt.flow) };
-    if let Lookup::Hit(id, backend, entry) = found {
+    if let Lookup::Hit(id, backend, hit) = found {
         if !for_this_host(ctx) {
             return (PASS, stats::PASS_OTHER_HOST);
         }
         if CLIENT {
-            conntrack::touch(entry, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
+            conntrack::touch(hit, id, tcp && pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
         }
         counters::stat(stats::CONNTRACK_HIT, 0);
-        let label = Some(conntrack::label(entry));
+        let label = Some(hit.label());
         return send::<CLIENT>(ctx, pkt, bytes, backend.vip_slot, backend.vip_flags, Ok((id, backend, label)));
     }
     let Some(meta) = vips::meta(bucket, &pkt.flow) else {
@@ -254,21 +254,21 @@ fn choose(
             conntrack::lookup(set, &pkt.flow)
         }
     };
-    // An open entry the SYN may replace (null: none).
-    let mut replaced: *mut lb_common::ConnEntry = core::ptr::null_mut();
+    // An open entry the SYN may replace.
+    let mut replaced = Found::NONE;
     let mut replaced_id = 0;
     match found {
         // Only a SYN gets here with a live entry.
-        Lookup::Hit(id, backend, entry) => {
-            if per_instance && conntrack::is_open(entry) {
+        Lookup::Hit(id, backend, hit) => {
+            if per_instance && hit.is_open() {
                 if learn {
-                    conntrack::touch(entry, id, pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
+                    conntrack::touch(hit, id, pkt.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0);
                 }
                 counters::stat(stats::CONNTRACK_HIT, 0);
-                return Ok((id, backend, Some(conntrack::label(entry))));
+                return Ok((id, backend, Some(hit.label())));
             }
-            if conntrack::is_open(entry) {
-                (replaced, replaced_id) = (entry, id);
+            if hit.is_open() {
+                (replaced, replaced_id) = (hit, id);
             }
             counters::stat(stats::CONNTRACK_MISS, 0);
         }
@@ -293,20 +293,21 @@ fn choose(
     if !learn {
         return Ok((id, backend, flow));
     }
-    if !replaced.is_null() {
-        if replaced_id == id {
-            // The same SYN again: its open entry already says this backend.
-            conntrack::touch(replaced, id, false);
-            return Ok((id, backend, flow));
-        }
-        // The SYN replaces the flow: the old one stops counting.
-        conntrack::close(replaced, replaced_id);
+    if !replaced.is_none() && replaced_id == id {
+        // The same SYN again: its open entry already says this backend.
+        conntrack::touch(replaced, id, false);
+        return Ok((id, backend, flow));
     }
+    // (An entry to replace was found by a lookup the guard allowed.)
     let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
     if !allowed {
         counters::stat(stats::CONNTRACK_GUARDED, 0);
     } else {
-        match conntrack::insert(set, &pkt.flow, id, backend, label(pkt, flow)) {
+        // The SYN replaces the flow's open entry in place if it still can.
+        let label = label(pkt, flow);
+        let in_place = !replaced.is_none() && conntrack::replace(replaced, replaced_id, id, backend, label);
+        let recorded = if in_place { Recorded::Yes } else { conntrack::insert(set, &pkt.flow, id, backend, label) };
+        match recorded {
             Recorded::Yes => {}
             Recorded::EvictedOpen => counters::stat(stats::CONNTRACK_EVICTED, 0),
             Recorded::No => counters::stat(stats::CONNTRACK_FULL, 0),

@@ -7,6 +7,7 @@ pub mod livegen;
 pub mod model;
 pub mod netns;
 pub mod packet;
+pub mod pins;
 pub mod poll;
 pub mod rng;
 pub mod topology;

@@ -12,6 +12,7 @@ use lb::dataplane::Dataplane;
 use lb_common::{FlowKey, conn::set_index, net::TCP_FLAG_ACK, net::TCP_FLAG_FIN, stats};
 use lb_tests::netns::is_root;
 use lb_tests::packet::Packet;
+use lb_tests::pins::PinDir;
 use lb_tests::xdp::test_run;
 
 const XDP_TX: u32 = 3;
@@ -141,27 +142,78 @@ fn a_flow_keeps_one_slot_however_often_it_is_recorded_again() {
 
 #[test]
 fn each_new_table_gets_its_own_key_and_a_pinned_table_keeps_it() {
-    if !is_root() || !std::path::Path::new("/sys/fs/bpf").is_dir() {
-        eprintln!("skipped: needs root and bpffs at /sys/fs/bpf");
-        return;
-    }
+    let Some(dir) = PinDir::new("conn-key") else { return };
     let key = |dp: &Dataplane| dp.conn_table().unwrap().key();
     let (one, two) = (Dataplane::load_sized(CAPACITY).unwrap(), Dataplane::load_sized(CAPACITY).unwrap());
     assert_ne!(key(&one), key(&two), "two tables, one key");
     assert_eq!((key(&one).sets(), key(&two).sets()), (CAPACITY / 4, CAPACITY / 4));
     drop((one, two));
 
-    let dir = PinDir(std::path::PathBuf::from(format!("/sys/fs/bpf/lb-test-conn-key-{}", std::process::id())));
-    let (mut dp, _) = Dataplane::open_pinned(&dir.0, "lbkey0", Some(CAPACITY)).unwrap();
+    let (mut dp, _) = Dataplane::open_pinned(dir.path(), "lbkey0", Some(CAPACITY)).unwrap();
     dp.apply(&config(&["198.18.1.1", "198.18.1.2"])).unwrap();
     let first_key = key(&dp);
     assert_eq!(send(&dp, flow(3000).syn(), stats::CONNTRACK_MISS), (XDP_TX, 1));
     let backend = dp.conntrack_backend(&flow(3000).flow_key()).unwrap();
     drop(dp);
-    let (dp, _) = Dataplane::open_pinned(&dir.0, "lbkey0", Some(CAPACITY)).unwrap();
+    let (dp, _) = Dataplane::open_pinned(dir.path(), "lbkey0", Some(CAPACITY)).unwrap();
     assert_eq!(key(&dp), first_key, "the pinned table's key");
     assert_eq!(dp.conntrack_backend(&flow(3000).flow_key()).unwrap(), backend, "the flow is found again");
     dp.detach_and_unpin().unwrap();
+}
+
+/// A SYN whose ring entry now names another backend while its flow's
+/// entry is open: the entry is rewritten in place (one slot, the new
+/// backend), and the active counts move from the old backend to the new.
+#[test]
+fn a_syn_that_picks_another_backend_rewrites_its_open_entry_in_place() {
+    let Some(mut dp) = loaded() else { return };
+    let active = |dp: &Dataplane| -> Vec<(std::net::IpAddr, u64)> {
+        dp.backend_counters().unwrap().into_iter().map(|(_, a, t)| (a, t.active)).collect()
+    };
+    // A flow whose ring entry changes when a fourth backend comes.
+    let mut grown = Dataplane::load_sized(CAPACITY).unwrap();
+    grown.apply(&config(&["198.18.1.1", "198.18.1.2", "198.18.1.3", "198.18.1.4"])).unwrap();
+    let sport = (4000..5000u16)
+        .find(|p| {
+            grown.predict_backend(&flow(*p).flow_key()).unwrap() != dp.predict_backend(&flow(*p).flow_key()).unwrap()
+        })
+        .expect("a flow that the fourth backend moves");
+    drop(grown);
+    let key = flow(sport).flow_key();
+    assert_eq!(send(&dp, flow(sport).syn(), stats::CONNTRACK_MISS), (XDP_TX, 1));
+    let old = dp.conntrack_backend(&key).unwrap().expect("recorded");
+    dp.apply(&config(&["198.18.1.1", "198.18.1.2", "198.18.1.3", "198.18.1.4"])).unwrap();
+    let before = active(&dp);
+    assert_eq!(send(&dp, flow(sport).syn(), stats::CONNTRACK_MISS), (XDP_TX, 1));
+    let new = dp.conntrack_backend(&key).unwrap().expect("still recorded");
+    assert_ne!(new, old, "the SYN followed the new ring");
+    assert_eq!(slots_of(&dp, &key), 1);
+    let after = active(&dp);
+    let of = |v: &[(std::net::IpAddr, u64)], a| v.iter().find(|(x, _)| *x == a).map(|(_, n)| *n).unwrap();
+    assert_eq!(
+        (of(&after, old), of(&after, new)),
+        (of(&before, old) - 1, of(&before, new) + 1),
+        "{before:?} -> {after:?}"
+    );
+    // Its ACK follows the entry.
+    assert_eq!(send(&dp, flow(sport).ack(), stats::CONNTRACK_HIT), (XDP_TX, 1));
+    assert_eq!(dp.conntrack_backend(&key).unwrap(), Some(new));
+}
+
+/// The table and its key are pinned together: an agent refuses a pin
+/// directory that holds one without the other (a new key would strand the
+/// table's entries), and `lb detach` (no size asked) still removes them.
+#[test]
+fn a_table_pinned_without_its_key_is_refused_and_can_be_detached() {
+    let Some(dir) = PinDir::new("conn-pair") else { return };
+    drop(Dataplane::open_pinned(dir.path(), "lbpair0", Some(CAPACITY)).unwrap());
+    let pins = lb::dataplane::pin_dir(dir.path(), "lbpair0");
+    std::fs::remove_file(pins.join(lb_common::consts::maps::CONNTRACK_KEY)).unwrap();
+    let e = Dataplane::open_pinned(dir.path(), "lbpair0", Some(CAPACITY)).err().expect("refused").to_string();
+    assert!(e.contains("CONNTRACK_KEY is missing") && e.contains("lb detach --iface lbpair0"), "{e}");
+    let (dp, _) = Dataplane::open_pinned(dir.path(), "lbpair0", None).unwrap();
+    dp.detach_and_unpin().unwrap();
+    assert!(!pins.exists(), "pins left behind");
 }
 
 /// Two CPUs record IPv6 flows into a small table (a new flow evicts
@@ -209,15 +261,6 @@ fn entries_read_while_two_cpus_write_the_table_are_never_torn() {
     assert_eq!(torn, 0, "entries read with another flow's key");
     let evicted = dp.stats().unwrap()[stats::CONNTRACK_EVICTED as usize].packets;
     assert!(evicted > SYNS as u64, "a full table evicts: {evicted}");
-}
-
-/// Removes a test's pin directory, also when the test fails.
-struct PinDir(std::path::PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use lb::config::Config;
 use lb::dataplane::{ApplyReport, Dataplane};
 use lb_common::{FlowKey, RING_CHUNKS, net::IPPROTO_TCP};
 use lb_tests::netns::is_root;
+use lb_tests::pins::PinDir;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
 
@@ -82,37 +83,24 @@ fn apply_writes_only_what_changed_and_flips_generations() {
     );
 }
 
-/// Removes a test's pin directory, also when the test fails.
-struct PinDir(std::path::PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_connection_table_has_the_configured_size_and_a_pinned_one_keeps_its_own() {
-    if !is_root() || !std::path::Path::new("/sys/fs/bpf").is_dir() {
-        eprintln!("skipped: needs root and bpffs at /sys/fs/bpf");
-        return;
-    }
-    let dir = PinDir(std::path::PathBuf::from(format!("/sys/fs/bpf/lb-test-capacity-{}", std::process::id())));
-    let (dp, adopted) = Dataplane::open_pinned(&dir.0, "lbcap0", Some(4096)).unwrap();
+    let Some(dir) = PinDir::new("capacity") else { return };
+    let (dp, adopted) = Dataplane::open_pinned(dir.path(), "lbcap0", Some(4096)).unwrap();
     assert!(!adopted);
     assert_eq!(dp.conntrack_capacity().unwrap(), 4096);
     drop(dp);
     // Pinned: another size is refused, naming the key and both sizes.
-    let e = Dataplane::open_pinned(&dir.0, "lbcap0", Some(8192)).err().expect("a resize is refused").to_string();
+    let e = Dataplane::open_pinned(dir.path(), "lbcap0", Some(8192)).err().expect("a resize is refused").to_string();
     assert!(e.contains("global.conntrack_capacity") && e.contains("4096") && e.contains("8192"), "{e}");
     // The same size, or no wish (lb detach), opens the pinned table.
     for wish in [Some(4096), None] {
-        let (dp, _) = Dataplane::open_pinned(&dir.0, "lbcap0", wish).unwrap();
+        let (dp, _) = Dataplane::open_pinned(dir.path(), "lbcap0", wish).unwrap();
         assert_eq!(dp.conntrack_capacity().unwrap(), 4096);
     }
-    let (dp, _) = Dataplane::open_pinned(&dir.0, "lbcap0", None).unwrap();
+    let (dp, _) = Dataplane::open_pinned(dir.path(), "lbcap0", None).unwrap();
     dp.detach_and_unpin().unwrap();
-    assert!(std::fs::read_dir(&dir.0).unwrap().next().is_none(), "pins left behind");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "pins left behind");
 }
 
 /// The verifier walks every path of the balancer, and the connection

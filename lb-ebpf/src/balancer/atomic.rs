@@ -12,18 +12,6 @@ pub fn add(counter: *mut u64, delta: u64) {
     }
 }
 
-/// `*word |= bits` atomically; returns the value before. 64-bit: the
-/// 32-bit form needs the alu32 registers the target does not enable.
-#[inline(always)]
-pub fn fetch_or(word: *mut u64, bits: u64) -> u64 {
-    let mut v = bits;
-    // SAFETY: as in `add`.
-    unsafe {
-        core::arch::asm!("{0} = atomic_fetch_or((u64 *)({1} + 0), {0})", inout(reg) v, in(reg) word);
-    }
-    v
-}
-
 /// `*word += delta` atomically; returns the value before. Fetching atomics
 /// are fully ordered: the connection table's writers publish with it.
 #[inline(always)]

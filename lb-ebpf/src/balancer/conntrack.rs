@@ -22,11 +22,54 @@ use super::{
 /// Result of looking a flow up.
 pub enum Lookup {
     /// Entry found and its backend is still the one it was assigned.
-    Hit(u32, &'static Backend, *mut ConnEntry),
+    Hit(u32, &'static Backend, Found),
     /// No entry (or one a writer is changing at this moment).
     Miss,
     /// Entry found but its backend was removed (or its id reused).
     Stale,
+}
+
+/// A flow's entry as `lookup` found it: its slot, and the slot's sequence
+/// word then. What changes the entry as a whole (`close`, `replace`) claims
+/// the slot from that value, so it does nothing once another CPU has given
+/// the slot to another flow. Reads after the lookup (`label`, `is_open`)
+/// and `touch`'s write of `seen` are not checked again: a slot given away
+/// in between costs one packet a wrong label, or the new flow a fresher
+/// `seen`.
+#[derive(Clone, Copy)]
+pub struct Found {
+    slot: *mut ConnSlot,
+    seq: u64,
+}
+
+impl Found {
+    /// No entry.
+    pub const NONE: Found = Found { slot: null_mut(), seq: 0 };
+
+    #[inline(always)]
+    pub fn is_none(self) -> bool {
+        self.slot.is_null()
+    }
+
+    #[inline(always)]
+    fn entry(self) -> *mut ConnEntry {
+        // SAFETY: a map value, valid for the program run.
+        unsafe { addr_of_mut!((*self.slot).entry) }
+    }
+
+    /// The IPv6 flow label recorded with the flow (see `CONN_LABEL_SHIFT`).
+    #[inline(always)]
+    pub fn label(self) -> u32 {
+        // SAFETY: a map value, valid for the program run.
+        unsafe { (*self.entry()).flags >> CONN_LABEL_SHIFT }
+    }
+
+    /// Whether the flow has not been closed by a FIN or RST.
+    #[inline(always)]
+    pub fn is_open(self) -> bool {
+        // SAFETY: a map value, valid for the program run.
+        unsafe { (*self.entry()).flags & CONN_F_CLOSED == 0 }
+    }
 }
 
 /// What `insert` did.
@@ -34,7 +77,8 @@ pub enum Recorded {
     Yes,
     /// Recorded in place of an open flow, the one idle longest in its set.
     EvictedOpen,
-    /// Not recorded: another CPU is writing the set, or no key yet.
+    /// Not recorded: another CPU is writing a way of the set (perhaps this
+    /// flow's: recording it elsewhere would leave two), or no key yet.
     No,
 }
 
@@ -109,14 +153,13 @@ pub fn lookup(set: Set, flow: &FlowKey) -> Lookup {
         return Lookup::Miss;
     }
     let slot = way(set.ptr, set.opaque(hit));
-    let entry = unsafe { addr_of_mut!((*slot).entry) };
-    let (id, epoch) = unsafe { ((*entry).backend, (*entry).epoch) };
+    let (id, epoch) = unsafe { ((*slot).entry.backend, (*slot).entry.epoch) };
     barrier();
     if hit_seq & 1 != 0 || unsafe { read_volatile(addr_of!((*slot).seq)) } != hit_seq {
         return Lookup::Miss;
     }
     match select::backend(id) {
-        Some(b) if b.epoch == epoch => Lookup::Hit(id, b, entry),
+        Some(b) if b.epoch == epoch => Lookup::Hit(id, b, Found { slot, seq: hit_seq }),
         _ => Lookup::Stale,
     }
 }
@@ -128,25 +171,12 @@ pub fn now_units() -> u32 {
     seen_units(unsafe { bpf_jiffies64() })
 }
 
-/// The IPv6 flow label recorded with the flow (see `CONN_LABEL_SHIFT`).
-#[inline(always)]
-pub fn label(entry: *mut ConnEntry) -> u32 {
-    // SAFETY: a map value, valid for the program run.
-    unsafe { (*entry).flags >> CONN_LABEL_SHIFT }
-}
-
-/// Whether the flow has not been closed by a FIN or RST.
-#[inline(always)]
-pub fn is_open(entry: *mut ConnEntry) -> bool {
-    // SAFETY: a map value, valid for the program run.
-    unsafe { (*entry).flags & CONN_F_CLOSED == 0 }
-}
-
 /// A client packet of an established flow: records when it was seen
 /// (a write at most once a unit, 32 jiffies, per flow), and closes the flow on FIN/RST.
 #[inline(always)]
-pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
+pub fn touch(found: Found, id: u32, fin_or_rst: bool) {
     let now = now_units();
+    let entry = found.entry();
     // SAFETY: a map value, valid for the program run; a racing writer on
     // another CPU writes the same unit (or one a tick later).
     unsafe {
@@ -155,26 +185,64 @@ pub fn touch(entry: *mut ConnEntry, id: u32, fin_or_rst: bool) {
         }
     }
     if fin_or_rst {
-        close(entry, id);
+        close(found, id);
     }
 }
 
-/// Marks the flow closed; whoever sets the flag first takes it off its
-/// backend's active count, so a FIN then a RST (or two CPUs) count once.
+/// Runs `write` while this CPU holds the slot: claimed from `seq`, the even
+/// value read before deciding to write (fails if the slot changed since,
+/// or a writer holds it), released with a fully ordered add.
 #[inline(always)]
-pub fn close(entry: *mut ConnEntry, id: u32) {
-    if !is_open(entry) {
+fn claimed(slot: *mut ConnSlot, seq: u64, write: impl FnOnce()) -> bool {
+    // SAFETY: a map value (8-aligned), valid for the program run.
+    let word = unsafe { addr_of_mut!((*slot).seq) };
+    if seq & 1 != 0 || !atomic::compare_exchange(word, seq, seq + 1) {
+        return false;
+    }
+    write();
+    atomic::fetch_add(word, 1);
+    true
+}
+
+/// Marks the flow closed and takes it off its backend's active count, once:
+/// a FIN then a RST, or two CPUs, close it once (the second claim fails or
+/// finds it closed), and an entry given to another flow since the lookup
+/// is left alone.
+#[inline(always)]
+pub fn close(found: Found, id: u32) {
+    if !found.is_open() {
         return;
     }
-    // `flags` and `seen` share the 8-aligned second word of the entry;
-    // `flags` is its low half (little endian), which is all this changes.
-    const _: () = assert!(core::mem::offset_of!(ConnEntry, flags) == 8);
-    // SAFETY: a map value (8-aligned), valid for the program run.
-    let word = unsafe { core::ptr::addr_of_mut!((*entry).flags) } as *mut u64;
-    let before = atomic::fetch_or(word, CONN_F_CLOSED as u64) as u32;
-    if before & CONN_F_CLOSED == 0 {
+    let entry = found.entry();
+    // SAFETY: a map value; this CPU holds the slot while it writes. `seen`
+    // (touched in place by other CPUs) is another word.
+    if claimed(found.slot, found.seq, || unsafe { (*entry).flags |= CONN_F_CLOSED }) {
         active::closed(id);
     }
+}
+
+/// A SYN that picked another backend than its flow's open entry: the
+/// entry is rewritten for the new flow in place (the old one stops counting,
+/// the new one counts), so no packet ever sees the old backend closed but
+/// still named. False if the slot changed since the lookup (then record it
+/// with `insert`).
+#[inline(always)]
+pub fn replace(found: Found, old_id: u32, id: u32, backend: &Backend, label: u32) -> bool {
+    let entry = found.entry();
+    let new = ConnEntry { backend: id, epoch: backend.epoch, flags: label_flags(label), seen: now_units() };
+    // SAFETY: a map value; this CPU holds the slot while it writes.
+    if !claimed(found.slot, found.seq, || unsafe { *entry = new }) {
+        return false;
+    }
+    active::closed(old_id);
+    active::opened(id);
+    true
+}
+
+/// `ConnEntry::flags` of a new entry: open, with its IPv6 flow label.
+#[inline(always)]
+fn label_flags(label: u32) -> u32 {
+    (label & FLOW_LABEL_MASK) << CONN_LABEL_SHIFT
 }
 
 /// Records the flow's backend (counted active) and its IPv6 flow label
@@ -195,7 +263,7 @@ pub fn insert(set: Set, flow: &FlowKey, id: u32, backend: &Backend, label: u32) 
         let seq = unsafe { read_volatile(addr_of!((*slot).seq)) };
         barrier();
         if seq & 1 != 0 {
-            continue;
+            return Recorded::No;
         }
         let (key, entry) = unsafe { (&(*slot).key, &(*slot).entry) };
         let rank = eviction_rank(same_flow(key, flow), key.family, entry, now);
@@ -207,18 +275,15 @@ pub fn insert(set: Set, flow: &FlowKey, id: u32, backend: &Backend, label: u32) 
         return Recorded::No;
     }
     let best = way(set.ptr, set.opaque(best));
-    // SAFETY: as above; between the claim and the release this CPU owns
-    // the slot.
-    let seq = unsafe { addr_of_mut!((*best).seq) };
-    if !atomic::compare_exchange(seq, best_seq, best_seq + 1) {
+    let new = ConnEntry { backend: id, epoch: backend.epoch, flags: label_flags(label), seen: now };
+    // SAFETY: a map value; this CPU holds the slot while it writes.
+    let written = claimed(best, best_seq, || unsafe {
+        (*best).key = *flow;
+        (*best).entry = new;
+    });
+    if !written {
         return Recorded::No;
     }
-    let flags = (label & FLOW_LABEL_MASK) << CONN_LABEL_SHIFT;
-    unsafe {
-        (*best).key = *flow;
-        (*best).entry = ConnEntry { backend: id, epoch: backend.epoch, flags, seen: now };
-    }
-    atomic::fetch_add(seq, 1);
     active::opened(id);
     if evicts_open_flow(best_rank) { Recorded::EvictedOpen } else { Recorded::Yes }
 }

@@ -138,13 +138,13 @@ impl Dataplane {
         }
         let mut keys = array::<ConnTableKey>(&mut self.ebpf, maps::CONNTRACK_KEY)?;
         let key = keys.get(&0, 0).map_err(map_err(maps::CONNTRACK_KEY))?;
-        if key.sets() == sets {
+        if key.is_well_formed() && key.sets() == sets {
             return Ok(());
         }
-        if key.set_shift != 0 {
+        if key != ConnTableKey::default() {
             return Err(DataplaneError::Pin(super::PinError::Mismatch {
                 path: maps::CONNTRACK_KEY.into(),
-                detail: format!("a key for {} sets, the table has {sets}", key.sets()),
+                detail: format!("not the key of a table of {sets} sets: {key:?}"),
             }));
         }
         let random = random_bytes().map_err(|e| conntrack_error("getrandom", e))?;
@@ -168,7 +168,7 @@ impl Dataplane {
     /// Entries the connection table was created with.
     pub fn conntrack_capacity(&self) -> Result<u32> {
         let sets = self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries();
-        Ok(sets * CONN_WAYS as u32)
+        Ok(sets.saturating_mul(CONN_WAYS as u32))
     }
 
     /// The flow's connection-table entry, if it has one.

@@ -37,7 +37,7 @@ use vip_table::bucket_of;
 
 pub use active::{ActiveReport, Counted, IdleTimeouts, IdleUnits, Recount};
 pub use conntrack::ConnTable;
-pub use pin::PinError;
+pub use pin::{PinError, pin_dir};
 pub use query::{BackendTraffic, Trace};
 
 use crate::config::{Config, Forwarding, Mac, NextHop, TooBig, XdpModeSetting};

@@ -113,6 +113,22 @@ impl Dataplane {
         let dir = pin_dir(base, iface);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let mut capacity = conntrack_capacity.unwrap_or(CONNTRACK_CAPACITY);
+        // The table and its key go together: a new key over an adopted
+        // table would strand every entry. Only `lb detach` (no capacity
+        // asked) opens such a pair, to remove it.
+        let (table_pin, key_pin) = (dir.join(maps::CONNTRACK), dir.join(maps::CONNTRACK_KEY));
+        if conntrack_capacity.is_some() && table_pin.exists() != key_pin.exists() {
+            let (there, missing) = if table_pin.exists() { (&table_pin, &key_pin) } else { (&key_pin, &table_pin) };
+            return Err(PinError::Mismatch {
+                path: there.display().to_string(),
+                detail: format!(
+                    "{} is missing: the connection table and its key are pinned together; \
+                     run `lb detach --iface {iface}` first",
+                    missing.display()
+                ),
+            }
+            .into());
+        }
         for (name, key, value, max) in PINNED_MAPS {
             let path = dir.join(name);
             if !path.exists() {
@@ -121,7 +137,7 @@ impl Dataplane {
             let info = MapInfo::from_pin(&path).map_err(map_err(name))?;
             let found = (info.key_size() as usize, info.value_size() as usize, info.max_entries());
             if name == maps::CONNTRACK && (found.0, found.1) == (key, value) {
-                let found = found.2 * CONN_WAYS as u32;
+                let found = found.2.saturating_mul(CONN_WAYS as u32);
                 match conntrack_capacity {
                     Some(wanted) if wanted != found => {
                         return Err(PinError::Capacity { path: path.display().to_string(), found, wanted }.into());
