@@ -229,7 +229,7 @@ fn icmp_verdict(ctx: &XdpContext, msg: &Icmp, bytes: u64) -> Verdict {
 /// open entry that already names the picked backend is kept as it is: a
 /// retransmitted SYN costs a lookup instead of a table update. The flow
 /// hash is computed only when needed (a table hit of an IPv4 flow never
-/// needs it).
+/// needs it); the third value returned is what `label` takes as known.
 #[inline(always)]
 fn choose(
     pkt: &Packet,
@@ -296,15 +296,16 @@ fn choose(
     if !replaced.is_none() && replaced_id == id {
         // The same SYN again: its open entry already says this backend.
         conntrack::touch(replaced, id, false);
-        return Ok((id, backend, flow));
+        return Ok((id, backend, Some(replaced.label())));
     }
+    // Computed once, recorded and then put in the outer header.
+    let label = label(pkt, flow);
     // (An entry to replace was found by a lookup the guard allowed.)
     let allowed = if hashed_syn { guard_allows } else { conntrack::may_record(new_flow_limit()) };
     if !allowed {
         counters::stat(stats::CONNTRACK_GUARDED, 0);
     } else {
         // The SYN replaces the flow's open entry in place if it still can.
-        let label = label(pkt, flow);
         let in_place = !replaced.is_none() && conntrack::replace(replaced, replaced_id, id, backend, label);
         let recorded = if in_place { Recorded::Yes } else { conntrack::insert(set, &pkt.flow, id, backend, label) };
         match recorded {
@@ -314,17 +315,18 @@ fn choose(
         }
     }
     counters::backend_flow(id);
-    Ok((id, backend, flow))
+    Ok((id, backend, Some(label)))
 }
 
-/// The IPv6 flow label of a new flow (0 for IPv4): its flow hash, computed
-/// here if the algorithm did not.
+/// A flow's IPv6 flow label (0 for IPv4): `known` (its flow hash, or a label
+/// already recorded or computed), else its flow hash, computed here (the
+/// source-hash algorithm does not compute it).
 #[inline(always)]
-fn label(pkt: &Packet, flow: Option<u32>) -> u32 {
+fn label(pkt: &Packet, known: Option<u32>) -> u32 {
     if pkt.flow.family == FAMILY_V4 {
         return 0;
     }
-    flow.unwrap_or_else(|| flow_hash(&pkt.flow)) & FLOW_LABEL_MASK
+    known.unwrap_or_else(|| flow_hash(&pkt.flow)) & FLOW_LABEL_MASK
 }
 
 /// `GlobalConfig::new_flow_limit` (0, no limit, before the agent wrote it).
@@ -363,8 +365,8 @@ fn forward<const CLIENT: bool>(
     let done = if pkt.flow.family == FAMILY_V4 {
         encap::ipip_v4(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v4, backend.addr[0], pkt.ip_len, pkt.tos, pkt.df)
     } else {
-        // A hash, or an established flow's recorded label.
-        let label = hash.unwrap_or_else(|| flow_hash(&pkt.flow)) & FLOW_LABEL_MASK;
+        // A flow hash or a label already computed, if any.
+        let label = label(pkt, hash);
         encap::ipip_v6(ctx, &l2, cfg.nexthop_mac, cfg.tunnel_src_v6, backend.addr, pkt.ip_len, pkt.tos, label)
     };
     match done {

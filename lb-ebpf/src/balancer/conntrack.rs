@@ -255,7 +255,9 @@ pub fn insert(set: Set, flow: &FlowKey, id: u32, backend: &Backend, label: u32) 
         return Recorded::No;
     }
     let now = now_units();
-    let (mut best, mut best_rank, mut best_seq) = (CONN_WAYS, 0u64, 0u64);
+    // Every way ranks at least 1 (or the insert gives up), so way 0 is
+    // taken unless a later one ranks higher.
+    let (mut best, mut best_rank, mut best_seq) = (0, 0u64, 0u64);
     for w in 0..CONN_WAYS {
         let slot = way(set.ptr, w);
         // SAFETY (this block): a map value, valid for the program run; the
@@ -270,9 +272,6 @@ pub fn insert(set: Set, flow: &FlowKey, id: u32, backend: &Backend, label: u32) 
         if rank > best_rank {
             (best, best_rank, best_seq) = (w, rank, seq);
         }
-    }
-    if best >= CONN_WAYS {
-        return Recorded::No;
     }
     let best = way(set.ptr, set.opaque(best));
     let new = ConnEntry { backend: id, epoch: backend.epoch, flags: label_flags(label), seen: now };

@@ -132,7 +132,7 @@ impl Dataplane {
     /// Gives a table without a key (just created) a random one for its
     /// size; keeps the key of an adopted table, which must be for its size.
     pub(super) fn ensure_conntrack_key(&mut self) -> Result<()> {
-        let sets = self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries();
+        let sets = self.conntrack_sets()?;
         if !sets.is_power_of_two() {
             return Err(DataplaneError::Capacity(sets.saturating_mul(CONN_WAYS as u32)));
         }
@@ -157,18 +157,22 @@ impl Dataplane {
         if let Some(t) = self.conn_table.get() {
             return Ok(t.clone());
         }
-        let data = self.conntrack_data()?;
-        let sets = data.info().map_err(map_err(maps::CONNTRACK))?.max_entries();
+        let sets = self.conntrack_sets()?;
         let key =
             self.array_ro::<ConnTableKey>(maps::CONNTRACK_KEY)?.get(&0, 0).map_err(map_err(maps::CONNTRACK_KEY))?;
-        let table = Arc::new(ConnTable::map(data, sets, key).map_err(|e| conntrack_error("mmap", e))?);
+        let table =
+            Arc::new(ConnTable::map(self.conntrack_data()?, sets, key).map_err(|e| conntrack_error("mmap", e))?);
         Ok(self.conn_table.get_or_init(|| table).clone())
     }
 
     /// Entries the connection table was created with.
     pub fn conntrack_capacity(&self) -> Result<u32> {
-        let sets = self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries();
-        Ok(sets.saturating_mul(CONN_WAYS as u32))
+        Ok(self.conntrack_sets()?.saturating_mul(CONN_WAYS as u32))
+    }
+
+    /// Sets the connection table was created with (its max entries).
+    fn conntrack_sets(&self) -> Result<u32> {
+        Ok(self.conntrack_data()?.info().map_err(map_err(maps::CONNTRACK))?.max_entries())
     }
 
     /// The flow's connection-table entry, if it has one.
